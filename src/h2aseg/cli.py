@@ -1,0 +1,67 @@
+"""The ``h2aseg`` command line: one entry point, one sub-command per pipeline stage.
+
+Each stage module owns its verbs: it exposes ``add_parser(subparsers)``, which adds one or more
+sub-parsers and sets ``func`` (a callable taking the parsed ``argparse.Namespace`` and returning an
+exit status). This file only collects them, so ``h2aseg <verb> --help`` is written next to the code
+that does the work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from h2aseg import __version__
+from h2aseg.errors import H2ASegError
+
+#: Modules that register sub-commands, in the order they appear in ``h2aseg --help``.
+VERB_MODULES: tuple[str, ...] = (
+    "h2aseg.data.cli",  # synth, preprocess, check
+    "h2aseg.training.cli",  # train
+    "h2aseg.inference.cli",  # predict
+    "h2aseg.evaluation.cli",  # evaluate
+    "h2aseg.viz.cli",  # viz
+    "h2aseg.benchmarking.cli",  # benchmark
+    "h2aseg.demo",  # demo
+    "h2aseg.models.cli",  # info
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="h2aseg",
+        description="PET/CT tumour segmentation with H2ASeg and its baselines.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"h2aseg {__version__}")
+    subparsers = parser.add_subparsers(dest="verb", metavar="<verb>")
+    for module_name in VERB_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if not module_name.startswith(err.name or "\0"):
+                raise
+            continue
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except H2ASegError as err:
+        print(f"h2aseg {args.verb}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"h2aseg {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
