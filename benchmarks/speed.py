@@ -1,0 +1,94 @@
+"""Training-step speed and peak memory of a registered network (not a test).
+
+Prints one JSON object: per patch size, the median time of forward + backward + Adam step over
+``--repeats`` steps after ``--warmup`` steps, peak memory (CUDA: max allocated; CPU: growth of the
+process's peak RSS during the run), and the parameter count.
+
+    python benchmarks/speed.py --model h2aseg --patches 64,64,32 128,128,64 --batch 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import time
+
+import torch
+
+from h2aseg.models.registry import build_model, get_entry, model_options_for
+from h2aseg.training.losses import DeepSupervisionLoss
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def time_steps(name: str, patch: tuple[int, int, int], batch: int, warmup: int, repeats: int, device: str) -> dict:
+    torch.manual_seed(0)
+    model = build_model(name, **model_options_for(name, {}, patch)).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-5)
+    loss_fn = DeepSupervisionLoss(1)
+    ct = torch.randn(batch, 1, *patch, device=device)
+    pet = torch.randn(batch, 1, *patch, device=device)
+    label = (torch.rand(batch, 1, *patch, device=device) > 0.9).float()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = peak_rss_mib()
+    times = []
+    for step in range(warmup + repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(ct, pet), label)
+        loss.backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    result = {
+        "patch": list(patch),
+        "batch": batch,
+        "median_step_s": round(statistics.median(times), 4),
+        "min_step_s": round(min(times), 4),
+        "steps_timed": repeats,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    if device == "cuda":
+        result["peak_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    else:
+        result["peak_rss_mib"] = round(peak_rss_mib(), 1)
+        result["peak_rss_growth_mib"] = round(peak_rss_mib() - rss_before, 1)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="h2aseg")
+    parser.add_argument("--patches", nargs="+", default=["64,64,32", "128,128,64"])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    get_entry(args.model)
+    report = {
+        "model": args.model,
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "results": [],
+    }
+    for text in args.patches:
+        patch = tuple(int(v) for v in text.split(","))
+        report["results"].append(time_steps(args.model, patch, args.batch, args.warmup, args.repeats, args.device))
+        print(json.dumps(report["results"][-1]), flush=True)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
