@@ -1,0 +1,310 @@
+"""Reading and writing PET/CT images with their geometry (spacing, origin, direction).
+
+One interface for every format h2aseg meets on disk:
+
+- NIfTI (``.nii``, ``.nii.gz``), MetaImage (``.mha``, ``.mhd``) and NRRD (``.nrrd``, ``.nhdr``) files;
+- DICOM series, given as the folder that holds the slices (the series with the most slices is used
+  when a folder holds several).
+
+Images stay :class:`SimpleITK.Image` objects (geometry attached) until a caller asks for a numpy
+array with :func:`to_array`. Array convention everywhere in h2aseg: ``(X, Y, Z)`` = ``(H, W, D)`` with
+Z the axial (slice) axis, i.e. ``sitk.GetArrayFromImage(img).transpose(2, 1, 0)``.
+
+Intensities:
+
+- CT: Hounsfield units. DICOM RescaleSlope/RescaleIntercept are applied by the reader; NIfTI/MHA CT
+  is assumed to be stored in HU already (as in AutoPET-II and HECKTOR).
+- PET: SUVbw (body-weight standardised uptake value, g/ml). DICOM PET in Bq/ml (Units ``BQML``) is
+  converted with ``SUV = C * weight[g] / (dose[Bq] * 2**(-dt / half_life))``, where ``dt`` runs from
+  the injection (RadiopharmaceuticalStartDateTime, else SeriesDate + RadiopharmaceuticalStartTime)
+  to the series start (SeriesDate/SeriesTime, else AcquisitionDate/AcquisitionTime) when
+  DecayCorrection is ``START``; with ``ADMIN`` the images are already decay corrected to the injection
+  and ``dt = 0``. Units ``GML`` are taken as SUV already. NIfTI/MHA PET is assumed to be SUV already
+  (AutoPET-II ``SUV.nii.gz``, HECKTOR ``__PT.nii.gz``).
+
+Every failure a user can cause raises :class:`h2aseg.errors.DataError` with one line that names the
+file and says what to do. Every write is atomic (temporary name in the same folder, then
+``os.replace``), so an interrupted run never leaves a half-written image behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from h2aseg.errors import DataError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "read_image",
+    "read_ct",
+    "read_pet",
+    "write_image",
+    "to_array",
+    "from_array",
+    "suv_factor_from_dicom",
+    "image_suffix",
+]
+
+#: File endings read as single-file images (DICOM series are folders).
+IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
+_WRITE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
+
+
+def image_suffix(path: Path) -> str:
+    """The image file ending of ``path`` (``".nii.gz"`` counts as one ending), lower case."""
+    name = Path(path).name.lower()
+    for suffix in IMAGE_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return Path(path).suffix.lower()
+
+
+def _short(err: Exception) -> str:
+    """First meaningful line of an ITK/pydicom message (ITK messages span many lines)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    for line in lines:
+        if "Description:" in line:
+            return line.split("Description:", 1)[1].strip()
+    return lines[-1] if lines else type(err).__name__
+
+
+def _dicom_series_files(folder: Path) -> list[str]:
+    try:
+        series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError as err:
+        raise DataError(f"{folder}: cannot scan folder for DICOM ({_short(err)})") from None
+    if not series_ids:
+        raise DataError(
+            f"{folder}: folder holds no DICOM series; give a NIfTI/MHA/NRRD file or a folder of DICOM slices"
+        )
+    best: list[str] = []
+    for series_id in series_ids:
+        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
+        if len(files) > len(best):
+            best = files
+    return best
+
+
+def read_image(path: Path) -> sitk.Image:
+    """Read a NIfTI/MHA/NRRD file or a DICOM series folder, geometry included.
+
+    Args:
+        path: an image file, or a folder holding one DICOM series (slices sorted by position).
+
+    Returns:
+        The image as stored (pixel type unchanged for files; float32 for DICOM series, with each
+        slice's RescaleSlope/Intercept applied).
+
+    Raises:
+        DataError: the path does not exist, holds no image, or cannot be decoded.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found; check the path or the dataset layout")
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames(_dicom_series_files(path))
+            reader.SetOutputPixelType(sitk.sitkFloat32)
+            return reader.Execute()
+        return sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        kind = "DICOM series" if path.is_dir() else "image file"
+        raise DataError(
+            f"{path}: unreadable {kind} ({_short(err)}); check that it is complete and in a supported format"
+        ) from None
+
+
+def _check_static_3d(image: sitk.Image, path: Path, what: str) -> None:
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise DataError(
+            f"{path}: {what} has {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+            "give a single-channel (scalar) image"
+        )
+    if image.GetDimension() == 4:
+        raise DataError(
+            f"{path}: {what} is 4-D (size {image.GetSize()}); h2aseg needs one static 3-D frame, "
+            "extract or sum the frames first"
+        )
+    if image.GetDimension() != 3:
+        raise DataError(f"{path}: {what} is {image.GetDimension()}-D; h2aseg needs a 3-D volume")
+
+
+def read_ct(path: Path) -> sitk.Image:
+    """Read a CT volume in Hounsfield units as float32 (DICOM rescale applied; files assumed HU).
+
+    Raises:
+        DataError: unreadable, not a scalar 3-D volume.
+    """
+    path = Path(path)
+    image = read_image(path)
+    _check_static_3d(image, path, "CT")
+    return sitk.Cast(image, sitk.sitkFloat32)
+
+
+def read_pet(path: Path) -> sitk.Image:
+    """Read a PET volume as SUVbw, float32.
+
+    DICOM series are converted from the header (see the module docstring); files are assumed to
+    hold SUV already.
+
+    Raises:
+        DataError: unreadable, not a scalar 3-D volume, or (DICOM) a header tag needed for SUV is
+            missing; the message names the tag.
+    """
+    path = Path(path)
+    image = read_image(path)
+    _check_static_3d(image, path, "PET")
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    if path.is_dir():
+        first = _dicom_series_files(path)[0]
+        image = image * suv_factor_from_dicom(Path(first))
+    return image
+
+
+def _parse_dicom_datetime(date: str | None, time: str | None) -> _dt.datetime | None:
+    if not date or not time:
+        return None
+    date = str(date).strip()
+    time = str(time).strip().replace(":", "")
+    hh, mm, ss = int(time[0:2]), int(time[2:4] or 0), time[4:] or "0"
+    seconds = float(ss)
+    day = _dt.datetime.strptime(date[:8], "%Y%m%d")
+    return day + _dt.timedelta(hours=hh, minutes=mm, seconds=seconds)
+
+
+def _parse_dicom_dt(value: str | None) -> _dt.datetime | None:
+    if not value:
+        return None
+    value = str(value).strip()
+    value = value.split("+")[0].split("-")[0] if len(value) > 14 else value
+    return _parse_dicom_datetime(value[:8], value[8:] or "000000")
+
+
+def suv_factor_from_dicom(dicom_file: Path) -> float:
+    """The factor that turns the stored PET values (after rescale) of one DICOM series into SUVbw.
+
+    Args:
+        dicom_file: one slice of the PET series (its header is read, pixels are not).
+
+    Returns:
+        ``weight_g / decayed_dose_Bq`` for Units ``BQML``; ``1.0`` for Units ``GML``.
+
+    Raises:
+        DataError: a tag the formula needs is missing or unusable; the message names it.
+    """
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(dicom_file), stop_before_pixels=True)
+    except Exception as err:  # pydicom raises several unrelated types for broken files
+        raise DataError(f"{dicom_file}: unreadable DICOM header ({_short(err)})") from None
+
+    def missing(tag: str, hint: str = "") -> DataError:
+        return DataError(
+            f"{dicom_file}: cannot compute SUV, DICOM tag {tag} is missing or empty{hint}; "
+            "fill it in or give the PET as an SUV NIfTI"
+        )
+
+    units = str(getattr(ds, "Units", "") or "").upper()
+    if not units:
+        raise missing("Units (0054,1001)")
+    if units == "GML":
+        return 1.0
+    if units != "BQML":
+        raise DataError(
+            f"{dicom_file}: cannot compute SUV from PET Units {units!r}; h2aseg converts BQML (Bq/ml) "
+            "or takes GML as SUV, export the series in Bq/ml"
+        )
+    weight = getattr(ds, "PatientWeight", None)
+    if weight in (None, "") or float(weight) <= 0:
+        raise missing("PatientWeight (0010,1030)")
+    seq = getattr(ds, "RadiopharmaceuticalInformationSequence", None)
+    if not seq:
+        raise missing("RadiopharmaceuticalInformationSequence (0054,0016)")
+    info = seq[0]
+    dose = getattr(info, "RadionuclideTotalDose", None)
+    if dose in (None, "") or float(dose) <= 0:
+        raise missing("RadionuclideTotalDose (0018,1074)")
+    correction = str(getattr(ds, "DecayCorrection", "") or "").upper()
+    if not correction:
+        raise missing("DecayCorrection (0054,1102)")
+    if correction == "ADMIN":
+        decay = 1.0
+    elif correction == "START":
+        half_life = getattr(info, "RadionuclideHalfLife", None)
+        if half_life in (None, "") or float(half_life) <= 0:
+            raise missing("RadionuclideHalfLife (0018,1075)")
+        scan = _parse_dicom_datetime(getattr(ds, "SeriesDate", None), getattr(ds, "SeriesTime", None))
+        if scan is None:
+            scan = _parse_dicom_datetime(
+                getattr(ds, "AcquisitionDate", None), getattr(ds, "AcquisitionTime", None)
+            )
+        if scan is None:
+            raise missing("SeriesDate/SeriesTime (0008,0021)/(0008,0031)")
+        injection = _parse_dicom_dt(getattr(info, "RadiopharmaceuticalStartDateTime", None))
+        if injection is None:
+            start_time = getattr(info, "RadiopharmaceuticalStartTime", None)
+            if not start_time:
+                raise missing("RadiopharmaceuticalStartTime (0018,1072)")
+            injection = _parse_dicom_datetime(scan.strftime("%Y%m%d"), start_time)
+            if injection > scan:  # injected the evening before a scan after midnight
+                injection -= _dt.timedelta(days=1)
+        elapsed = (scan - injection).total_seconds()
+        if elapsed < 0:
+            raise DataError(
+                f"{dicom_file}: injection time is after the series time; check RadiopharmaceuticalStartTime"
+            )
+        decay = 2.0 ** (-elapsed / float(half_life))
+    else:
+        raise DataError(
+            f"{dicom_file}: cannot compute SUV with DecayCorrection {correction!r}; "
+            "h2aseg handles START and ADMIN, export the series decay corrected to its start"
+        )
+    return float(weight) * 1000.0 / (float(dose) * decay)
+
+
+def write_image(image: sitk.Image, path: Path) -> None:
+    """Write ``image`` to ``path`` (``.nii.gz``, ``.nii``, ``.mha`` or ``.nrrd``) atomically.
+
+    ``.nii.gz`` and ``.mha`` are compressed. The parent folder is created if needed.
+    """
+    path = Path(path)
+    suffix = image_suffix(path)
+    if suffix not in _WRITE_SUFFIXES:
+        raise ValueError(f"cannot write {path}: use one of {', '.join(_WRITE_SUFFIXES)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        sitk.WriteImage(image, str(tmp), useCompression=suffix in (".nii.gz", ".mha", ".nrrd"))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def to_array(image: sitk.Image) -> np.ndarray:
+    """The voxels of a 3-D image as a numpy array indexed ``(X, Y, Z)`` (Z axial)."""
+    array = sitk.GetArrayFromImage(image)
+    return np.ascontiguousarray(array.transpose(tuple(range(array.ndim))[::-1]))
+
+
+def from_array(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """An image holding ``array`` (indexed ``(X, Y, Z)``) with the geometry of ``reference``.
+
+    Raises:
+        ValueError: the array shape differs from the reference size.
+    """
+    array = np.asarray(array)
+    if tuple(array.shape) != tuple(reference.GetSize()):
+        raise ValueError(f"array shape {array.shape} differs from the reference size {reference.GetSize()}")
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(tuple(range(array.ndim))[::-1])))
+    image.CopyInformation(reference)
+    return image
