@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--layout",
         default=None,
-        help="dataset layout of --gt (e.g. autopet, hecktor, nnunet, manifest); omit for a flat label folder",
+        help="dataset layout of --gt (autopet, hecktor, nnunet, manifest, or auto); omit for a flat label folder",
     )
     parser.add_argument(
         "--out", type=Path, required=True, help="folder for per_case.csv, summary.json, summary.md"

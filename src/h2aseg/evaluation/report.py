@@ -183,8 +183,8 @@ def summary_markdown(summary: Mapping[str, Any], title: str = "Evaluation") -> s
     lines = [
         f"# {title}",
         "",
-        f"{summary['n_cases']} cases, {summary['n_lesion_positive']} with lesions, "
-        f"{summary['n_lesion_free']} lesion-free.",
+        f"Cases evaluated: {summary['n_cases']} ({summary['n_lesion_positive']} with lesions, "
+        f"{summary['n_lesion_free']} lesion-free).",
     ]
     if summary["positive_only"]:
         lines.append(f"AutoPET rule: {', '.join(summary['positive_only'])} over lesion-positive cases only.")
