@@ -30,21 +30,26 @@ from torch import nn
 
 from h2aseg.models.baselines._common import check_channels, check_dropout, check_pair, check_positive
 from h2aseg.models.baselines.resunet import ResidualDecoder
-from h2aseg.models.blocks import ResidualBlock
+from h2aseg.models.blocks import ResidualBlock, norm_act
 from h2aseg.models.registry import register_model
 
 MODALITIES = ("ct", "pet")
 
 
 class SharedDownsampling(nn.Module):
-    """One down-sampling block serving both encoders: concat -> stride-2 residual block -> split.
+    """One down-sampling block serving both encoders: concat -> IN-PReLU -> 3×3×3 stride-2 conv -> split.
+
+    The convolution sees both modalities' channels, so each branch's next-scale features mix PET and CT.
 
     Shapes: ct, pet (B, C_in, H, W, D) -> ct', pet' (B, C_out, H/2, W/2, D/2).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0) -> None:
+    def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.block = ResidualBlock(2 * in_channels, 2 * out_channels, stride=2, dropout=dropout)
+        self.block = nn.Sequential(
+            norm_act(2 * in_channels),
+            nn.Conv3d(2 * in_channels, 2 * out_channels, 3, stride=2, padding=1),
+        )
 
     def forward(self, ct: torch.Tensor, pet: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         ct, pet = self.block(torch.cat([ct, pet], dim=1)).chunk(2, dim=1)
@@ -82,9 +87,7 @@ class SDB(nn.Module):
         self.stems = nn.ModuleDict(
             {m: ResidualBlock(in_channels, c, dropout=dropout, preactivate_input=False) for m in MODALITIES}
         )
-        self.downs = nn.ModuleList(
-            SharedDownsampling(a, b, dropout) for a, b in zip(channels[:-1], channels[1:])
-        )
+        self.downs = nn.ModuleList(SharedDownsampling(a, b) for a, b in zip(channels[:-1], channels[1:]))
         self.blocks = nn.ModuleDict(
             {m: nn.ModuleList(ResidualBlock(b, b, dropout=dropout) for b in channels[1:]) for m in MODALITIES}
         )
