@@ -262,3 +262,12 @@ def test_writers_are_atomic_and_json_has_no_nan(tmp_path):
     write_json({"v": math.nan, "w": np.float32(1.5)}, tmp_path / "x.json")
     assert (tmp_path / "x.json").read_text() == '{\n  "v": null,\n  "w": 1.5\n}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.csv", "x.json"]
+
+
+def test_case_metrics_do_not_depend_on_empty_space_around_the_masks():
+    # Internally the masks are cropped to their union (plus one voxel); padding must change nothing,
+    # including for surfaces that touch the volume's border.
+    p, g = _blobs(3).astype(np.uint8), _blobs(4).astype(np.uint8)
+    padded = [np.pad(a, ((5, 0), (0, 7), (3, 3))) for a in (p, g)]
+    spacing = (0.8, 1.3, 3.0)
+    assert case_metrics(*padded, spacing) == pytest.approx(case_metrics(p, g, spacing))

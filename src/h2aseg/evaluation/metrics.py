@@ -53,11 +53,30 @@ def _binary(a: np.ndarray) -> np.ndarray:
     return np.asarray(a) > 0
 
 
+def _crop_to_union(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Crop to the bounding box of all foreground plus one voxel (clipped at the volume's border).
+
+    Every metric here is unchanged by this crop: overlaps and components lie inside the box, and the one
+    voxel margin keeps surface voxels (found by erosion) what they were in the full volume. It makes a
+    whole-body volume with small lesions cheap to evaluate.
+    """
+    union = np.zeros(arrays[0].shape, dtype=bool)
+    for a in arrays:
+        union |= np.asarray(a) > 0
+    if not union.any():
+        return arrays
+    box = []
+    for axis in range(union.ndim):
+        hit = np.nonzero(union.any(axis=tuple(i for i in range(union.ndim) if i != axis)))[0]
+        box.append(slice(max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, union.shape[axis])))
+    return tuple(np.asarray(a)[tuple(box)] for a in arrays)
+
+
 def _pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p, g = _binary(pred), _binary(gt)
     if p.shape != g.shape:
         raise ValueError(f"prediction shape {p.shape} and label shape {g.shape} must be equal")
-    return p, g
+    return _crop_to_union(p, g)
 
 
 def _ratio(numerator: int, denominator: int, both_empty: bool) -> float:
@@ -138,21 +157,13 @@ def hd95(pred: np.ndarray, gt: np.ndarray, spacing: Spacing) -> float:
     return float(value.reshape(-1)[0])
 
 
-def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+def _components(mask: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sizes (voxels) of the 18-connected components of ``mask`` and whether each touches ``other``."""
     labels, n = ndimage.label(mask, structure=CONNECTIVITY_18)
-    return labels, int(n)
-
-
-def _untouched_voxels(source: np.ndarray, other: np.ndarray) -> int:
-    """Number of voxels in the 18-connected components of ``source`` that touch no voxel of ``other``."""
-    labels, n = _components(source)
-    if n == 0:
-        return 0
-    touched = np.unique(labels[other & source])
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    sizes[0] = 0
-    sizes[touched] = 0
-    return int(sizes.sum())
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    touched = np.zeros(n + 1, dtype=bool)
+    touched[labels[mask & other]] = True
+    return sizes, touched[1:]
 
 
 def false_positive_volume(pred: np.ndarray, gt: np.ndarray, spacing: Spacing) -> float:
@@ -163,7 +174,8 @@ def false_positive_volume(pred: np.ndarray, gt: np.ndarray, spacing: Spacing) ->
     Empty masks: 0.0 when the prediction is empty; the whole predicted volume when the label is empty.
     """
     p, g = _pair(pred, gt)
-    return _untouched_voxels(p, g) * voxel_volume_ml(spacing)
+    sizes, touched = _components(p, g)
+    return int(sizes[~touched].sum()) * voxel_volume_ml(spacing)
 
 
 def false_negative_volume(pred: np.ndarray, gt: np.ndarray, spacing: Spacing) -> float:
@@ -172,7 +184,24 @@ def false_negative_volume(pred: np.ndarray, gt: np.ndarray, spacing: Spacing) ->
     Empty masks: 0.0 when the label is empty; the whole label volume when the prediction is empty.
     """
     p, g = _pair(pred, gt)
-    return _untouched_voxels(g, p) * voxel_volume_ml(spacing)
+    sizes, touched = _components(g, p)
+    return int(sizes[~touched].sum()) * voxel_volume_ml(spacing)
+
+
+def _detection(
+    p_components: tuple[np.ndarray, np.ndarray],
+    g_components: tuple[np.ndarray, np.ndarray],
+    min_voxels: float,
+) -> dict[str, int]:
+    (p_sizes, p_touched), (g_sizes, g_touched) = p_components, g_components
+    lesions = g_sizes >= min_voxels
+    hits = int((lesions & g_touched).sum())
+    return {
+        "lesions": int(lesions.sum()),
+        "hits": hits,
+        "misses": int(lesions.sum()) - hits,
+        "false_detections": int(((p_sizes >= min_voxels) & ~p_touched).sum()),
+    }
 
 
 def lesion_detection(
@@ -200,26 +229,7 @@ def lesion_detection(
         if spacing is None:
             raise ValueError("lesion_detection: min_lesion_ml needs the voxel spacing")
         min_voxels = min_lesion_ml / voxel_volume_ml(spacing)
-
-    def kept(labels: np.ndarray, n: int) -> np.ndarray:
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)
-        ids = np.arange(1, n + 1)
-        return ids[sizes[1:] >= min_voxels]
-
-    g_lab, ng = _components(g)
-    p_lab, npred = _components(p)
-    lesions = kept(g_lab, ng)
-    hit_ids = np.unique(g_lab[p & g])
-    hits = int(np.isin(lesions, hit_ids).sum())
-    pred_ids = kept(p_lab, npred)
-    touching = np.unique(p_lab[p & g])
-    false_detections = int((~np.isin(pred_ids, touching)).sum())
-    return {
-        "lesions": int(lesions.size),
-        "hits": hits,
-        "misses": int(lesions.size) - hits,
-        "false_detections": false_detections,
-    }
+    return _detection(_components(p, g), _components(g, p), min_voxels)
 
 
 def case_metrics(
@@ -238,6 +248,9 @@ def case_metrics(
     is computed over a cohort.
     """
     pred, gt = np.asarray(pred), np.asarray(gt)
+    if pred.shape != gt.shape:
+        raise ValueError(f"prediction shape {pred.shape} and label shape {gt.shape} must be equal")
+    pred, gt = _crop_to_union(pred, gt)
     p, g = _pair(pred, gt)
     vml = voxel_volume_ml(spacing)
     sp, sg, inter = int(np.count_nonzero(p)), int(np.count_nonzero(g)), int(np.count_nonzero(p & g))
@@ -246,10 +259,12 @@ def case_metrics(
         "hd95": hd95(p, g, spacing),
         "precision": precision(p, g),
         "recall": recall(p, g),
-        "fp_volume_ml": false_positive_volume(p, g, spacing),
-        "fn_volume_ml": false_negative_volume(p, g, spacing),
     }
-    row.update(lesion_detection(p, g))
+    # Components are found once and shared by the FP/FN volumes and the detection counts.
+    p_comp, g_comp = _components(p, g), _components(g, p)
+    row["fp_volume_ml"] = int(p_comp[0][~p_comp[1]].sum()) * vml
+    row["fn_volume_ml"] = int(g_comp[0][~g_comp[1]].sum()) * vml
+    row.update(_detection(p_comp, g_comp, 0.0))
     row.update(
         {
             "pred_voxels": sp,
