@@ -112,12 +112,24 @@ def read_image(path: Path) -> sitk.Image:
             reader.SetFileNames(_dicom_series_files(path))
             reader.SetOutputPixelType(sitk.sitkFloat32)
             return reader.Execute()
-        return sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as err:
         kind = "DICOM series" if path.is_dir() else "image file"
         raise DataError(
             f"{path}: unreadable {kind} ({_short(err)}); check that it is complete and in a supported format"
         ) from None
+    if image_suffix(path) in (".nii", ".nii.gz") and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        _check_nifti_finite(path)
+    return image
+
+
+def _check_nifti_finite(path: Path) -> None:
+    """ITK's NIfTI reader turns NaN into 0, so float NIfTI files are checked with nibabel."""
+    import nibabel
+
+    data = np.asanyarray(nibabel.load(str(path)).dataobj)
+    if not np.isfinite(data).all():
+        raise DataError(f"{path}: contains NaN or infinite values; fix or exclude the file")
 
 
 def _check_static_3d(image: sitk.Image, path: Path, what: str) -> None:

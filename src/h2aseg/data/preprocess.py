@@ -41,7 +41,14 @@ from h2aseg.data.io import read_ct, read_image, read_pet, to_array
 from h2aseg.data.layouts import Case, CaseProblem
 from h2aseg.errors import DataError
 
-__all__ = ["PreprocessConfig", "preprocess_case", "PreprocessedCache", "restore_to_original", "geometry_of"]
+__all__ = [
+    "PreprocessConfig",
+    "preprocess_case",
+    "PreprocessedCache",
+    "restore_to_original",
+    "geometry_of",
+    "check_cases",
+]
 
 #: Bump when the stored arrays change meaning, so old caches are rebuilt.
 PREPROCESS_VERSION = 1
@@ -433,3 +440,16 @@ class PreprocessedCache:
             if record.get("config") == self._fingerprint and meta_path.with_suffix(".npz").exists():
                 ids.append(record["case_id"])
         return sorted(ids)
+
+
+def check_cases(cases: Sequence[Case], config: PreprocessConfig, progress: bool = False) -> list[CaseProblem]:
+    """Read and check every case as :func:`preprocess_case` does; one problem per bad case."""
+    from tqdm import tqdm
+
+    problems = []
+    for case in tqdm(cases, desc="check", unit="case", disable=not progress):
+        try:
+            preprocess_case(case, config)
+        except DataError as err:
+            problems.append(CaseProblem(case.case_id, None, str(err)))
+    return problems
