@@ -1,0 +1,58 @@
+"""h2aseg.data.transforms: paper's training crops and axial rotation; whole-volume evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from h2aseg.data.transforms import eval_transforms, train_transforms
+
+
+def _item(shape=(20, 18, 14), lesion=(10, 9, 7)):
+    rng = np.random.default_rng(0)
+    label = np.zeros((1, *shape), np.uint8)
+    x, y, z = lesion
+    label[0, x - 2 : x + 2, y - 2 : y + 2, z - 1 : z + 2] = 1
+    pet = rng.uniform(0.05, 0.2, size=(1, *shape)).astype(np.float32) + label
+    ct = rng.uniform(0.4, 0.6, size=(1, *shape)).astype(np.float32)
+    return {"ct": ct, "pet": pet, "label": label, "case_id": "c1", "meta": {"spacing": [4.0, 4.0, 4.0]}}
+
+
+def test_train_pipeline_gives_two_patches_one_on_a_lesion():
+    pipeline = train_transforms((12, 12, 8), rotate_prob=0.0)
+    pipeline.set_random_state(seed=0)
+    samples = pipeline(_item())
+    assert len(samples) == 2
+    for s in samples:
+        for key in ("ct", "pet", "label"):
+            assert isinstance(s[key], torch.Tensor) and s[key].dtype == torch.float32
+            assert tuple(s[key].shape) == (1, 12, 12, 8)
+        assert set(torch.unique(s["label"]).tolist()) <= {0.0, 1.0}
+        assert s["case_id"] == "c1" and "meta" not in s
+    assert max(float(s["label"].sum()) for s in samples) > 0
+
+
+def test_volume_smaller_than_the_patch_is_padded_with_air_and_no_uptake():
+    samples = train_transforms((32, 32, 32), rotate_prob=0.0)(_item(shape=(20, 18, 14)))
+    assert all(tuple(s["ct"].shape) == (1, 32, 32, 32) for s in samples)
+    assert float(samples[0]["ct"].min()) == 0.0 and float(samples[0]["pet"].min()) == 0.0
+
+
+def test_rotation_is_about_the_axial_axis():
+    item = _item(shape=(16, 16, 8))
+    item["ct"][:] = 0.0
+    item["ct"][0, :, :, 3] = 1.0  # one axial plane: an axial rotation keeps it in its plane
+    pipeline = train_transforms((16, 16, 8), rotate_prob=1.0, rotate_degrees=45.0)
+    pipeline.set_random_state(seed=1)
+    for s in pipeline(item):
+        ct = s["ct"][0]
+        assert float(ct[:, :, [0, 1, 2, 4, 5, 6, 7]].abs().max()) < 1e-5
+        assert float(ct[:, :, 3].sum()) > 100
+
+
+def test_eval_pipeline_keeps_the_whole_volume_and_meta():
+    item = _item()
+    out = eval_transforms()(item)
+    assert tuple(out["ct"].shape) == item["ct"].shape and out["label"].dtype == torch.float32
+    np.testing.assert_array_equal(out["pet"].numpy(), item["pet"])
+    assert out["meta"] == item["meta"]
