@@ -7,9 +7,10 @@ import pytest
 import SimpleITK as sitk
 
 from h2aseg.cli import main as h2aseg_main
+from h2aseg.data.anatomy import build_head_neck, build_whole_body
 from h2aseg.data.io import read_image, to_array
 from h2aseg.data.layouts import discover_cases
-from h2aseg.data.phantom import Canvas, build_head_neck, build_whole_body, patient_params
+from h2aseg.data.phantom import Canvas, patient_params
 from h2aseg.data.synthetic import generate_cohort
 
 SMALL_AP = {"pet_shape": (32, 32, 48), "pet_spacing": (8.0, 8.0, 8.0), "ct_spacing": (4.0, 4.0, 4.0)}

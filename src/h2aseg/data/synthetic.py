@@ -31,8 +31,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from h2aseg.data.anatomy import build_head_neck, build_whole_body
 from h2aseg.data.io import write_image
-from h2aseg.data.phantom import Canvas, build_head_neck, build_whole_body, patient_params
+from h2aseg.data.phantom import Canvas, patient_params
 
 __all__ = ["generate_cohort", "KINDS", "AUTOPET_DEFAULTS", "HECKTOR_DEFAULTS"]
 
