@@ -1,0 +1,73 @@
+"""``h2aseg predict``: whole-volume predictions on the original PET grid, one file per case."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from h2aseg.data.layouts import LAYOUTS, Case, discover_cases, guess_patient_id
+from h2aseg.errors import DataError
+from h2aseg.inference.predictor import PredictOptions, load_trained_model, predict_cases
+from h2aseg.training.distributed import pick_device
+
+
+def cases_from_args(args: argparse.Namespace) -> tuple[list[Case], list[str]]:
+    """A single --ct/--pet pair, or every case found under --input in any supported layout."""
+    if args.ct or args.pet:
+        if not (args.ct and args.pet):
+            raise DataError("give both --ct and --pet for a single case (files or DICOM series folders)")
+        case_id = args.case_id or Path(args.pet).name.split(".")[0]
+        return [Case(case_id, guess_patient_id(case_id), Path(args.ct), Path(args.pet), None)], []
+    if not args.input:
+        raise DataError("nothing to predict: give --input DIR (a dataset in any layout) or --ct and --pet")
+    discovery = discover_cases(Path(args.input), args.layout, require_labels=False)
+    cases = discovery.cases
+    if args.cases:
+        wanted = set(args.cases)
+        cases = [c for c in cases if c.case_id in wanted]
+    return cases, [str(p) for p in discovery.problems]
+
+
+def run(args: argparse.Namespace) -> int:
+    device = pick_device(args.device)
+    loaded = load_trained_model(Path(args.model), device=device)
+    cases, problems = cases_from_args(args)
+    if not cases:
+        raise DataError(f"no case to predict under {args.input}")
+    options = PredictOptions(args.overlap, args.mirror, args.save_probabilities, args.ending, str(device))
+    written, failed = predict_cases(loaded, cases, Path(args.out), options, progress=not args.no_progress)
+    problems += failed
+    print(f"wrote {len(written)} prediction(s) to {args.out} with {loaded.config.model.name} ({loaded.checkpoint})")
+    if problems:
+        print(f"{len(problems)} case(s) skipped:", file=sys.stderr)
+        for line in problems:
+            print(f"  {line}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict",
+        help="predict whole volumes with a trained network",
+        description="Sliding-window prediction (Gaussian blending) of whole volumes; labels are written on each "
+        "case's original PET grid as <case_id>.nii.gz (or .mha). Bad cases are reported and skipped "
+        "(exit status 1 when any was skipped).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--model", required=True, help="run folder (uses best.pt, else last.pt) or checkpoint file")
+    parser.add_argument("--input", help="dataset folder in any supported layout (or a manifest file)")
+    parser.add_argument("--layout", choices=LAYOUTS, default="auto", help="layout of --input")
+    parser.add_argument("--cases", nargs="+", help="only these case ids from --input")
+    parser.add_argument("--ct", help="CT of a single case: image file or DICOM series folder")
+    parser.add_argument("--pet", help="PET of a single case: SUV image file or DICOM series folder (converted to SUV)")
+    parser.add_argument("--case-id", help="case id for --ct/--pet (default: the PET file name)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap between patches")
+    parser.add_argument("--mirror", action="store_true", help="mirror test-time augmentation (8 flips per patch)")
+    parser.add_argument("--save-probabilities", action="store_true",
+                        help="also write foreground probabilities to OUT/probabilities/")
+    parser.add_argument("--ending", choices=(".nii.gz", ".mha"), default=".nii.gz", help="output file type")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.set_defaults(func=run)

@@ -1,0 +1,95 @@
+"""``h2aseg train``: train a registered network on a dataset into a run folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from h2aseg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from h2aseg.data.layouts import LAYOUTS
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The run's config: ``--config`` (YAML) if given, then every option set on the command line."""
+    config = RunConfig.load(Path(args.config)) if args.config else RunConfig()
+    if args.data is not None:
+        config.data.root = str(args.data)
+    for name in ("layout", "label_mode"):
+        if getattr(args, name) is not None:
+            setattr(config.data, name, getattr(args, name))
+    if args.cache is not None:
+        config.data.cache_dir = str(args.cache)
+    if args.target_spacing is not None:
+        config.data.target_spacing = list(args.target_spacing)
+    if args.model is not None:
+        config.model.name = args.model
+    if args.channels is not None:
+        config.model.options["channels"] = list(args.channels)
+    if args.model_options is not None:
+        config.model.options.update(json.loads(args.model_options))
+    for name in ("epochs", "batch", "seed", "lr", "weight_decay", "lr_decay", "steps_per_epoch", "max_minutes",
+                 "samples_per_volume", "num_workers", "amp", "device", "val_every", "sw_overlap"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config.train, name, value)
+    if args.patch is not None:
+        config.train.patch = list(args.patch)
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from h2aseg.training.trainer import Trainer
+
+    out = Path(args.out)
+    if args.resume and args.config is None and (out / "config.yaml").exists() and args.data is None:
+        args.config = str(out / "config.yaml")
+    config = config_from_args(args)
+    result = Trainer(config, out, resume=args.resume, progress=not args.no_progress).fit()
+    print(json.dumps(result.__dict__))
+    return 0
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    d, m, t = DataConfig(), ModelConfig(), TrainConfig()
+    parser.add_argument("--data", type=Path, help="dataset root (or manifest CSV/JSON)")
+    parser.add_argument("--layout", choices=LAYOUTS, help=f"dataset layout (default {d.layout})")
+    parser.add_argument("--label-mode", choices=("binary", "multiclass"),
+                        help=f"binary lesion masks or HECKTOR classes (default {d.label_mode})")
+    parser.add_argument("--cache", type=Path, help="folder of preprocessed arrays, shareable between runs (default RUN_DIR/cache)")
+    parser.add_argument("--target-spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                        help="resample to this spacing in mm (default: the PET grid)")
+    parser.add_argument("--model", help=f"registered network, see `h2aseg info` (default {m.name})")
+    parser.add_argument("--channels", type=int, nargs="+", metavar="C", help="network channels per level, e.g. 8 16 32 64 128")
+    parser.add_argument("--model-options", metavar="JSON", help='further network keywords as JSON, e.g. \'{"window_size": [4, 4, 4]}\'')
+    parser.add_argument("--epochs", type=int, help=f"epochs (default {t.epochs})")
+    parser.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (default: one pass over the training volumes)")
+    parser.add_argument("--batch", type=int, help=f"patches per optimizer step (default {t.batch})")
+    parser.add_argument("--samples-per-volume", type=int, help=f"patches cropped per loaded volume (default {t.samples_per_volume})")
+    parser.add_argument("--patch", type=int, nargs=3, metavar=("X", "Y", "Z"), help=f"training patch in voxels (default {' '.join(map(str, t.patch))})")
+    parser.add_argument("--lr", type=float, help=f"Adam learning rate (default {t.lr})")
+    parser.add_argument("--weight-decay", type=float, help=f"Adam weight decay (default {t.weight_decay})")
+    parser.add_argument("--lr-decay", type=float, help=f"learning-rate factor per epoch (default {t.lr_decay})")
+    parser.add_argument("--seed", type=int, help=f"seed of initialisation, sampling and augmentation (default {t.seed})")
+    parser.add_argument("--max-minutes", type=float, help="stop after this wall time, still validating and saving (default: no limit)")
+    parser.add_argument("--val-every", type=int, help=f"validate every N epochs (default {t.val_every})")
+    parser.add_argument("--sw-overlap", type=float, help=f"sliding-window overlap in validation (default {t.sw_overlap})")
+    parser.add_argument("--amp", choices=("auto", "on", "off"), help=f"mixed precision (default {t.amp}: on for CUDA)")
+    parser.add_argument("--device", help=f"cpu, cuda, cuda:N or auto (default {t.device})")
+    parser.add_argument("--num-workers", type=int, help=f"data-loading worker processes (default {t.num_workers})")
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a network (single process, or DDP under torchrun)",
+        description="Train a registered network. Settings come from --config (YAML) and then the options; "
+        "the resolved settings are saved as RUN_DIR/config.yaml. Multi-process: "
+        "torchrun --nproc_per_node N -m h2aseg train ...",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="run folder (config, splits, checkpoints, logs)")
+    parser.add_argument("--config", help="YAML config to start from (e.g. a previous RUN_DIR/config.yaml)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_training_options(parser)
+    parser.set_defaults(func=run)
