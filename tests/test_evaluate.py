@@ -152,3 +152,16 @@ def test_evaluate_verb_prints_summary_and_strict_fails_on_problems(folders, caps
     )
     with pytest.raises(DataError, match="3 cases were not evaluated"):
         strict.func(strict)
+
+
+def test_case_ids_restrict_evaluation_to_a_split_without_missing_prediction_noise(folders, capsys):
+    pred, gt, out = folders
+    summary = evaluate_folders(pred, gt, out, progress=False, case_ids=["pos", "neg", "unknown"])
+    assert summary["n_cases"] == 2
+    assert summary["problems"] == [f"unknown: listed for evaluation but has no label under {gt}; not evaluated"]
+    assert summary["settings"]["case_ids"] == ["pos", "neg"]
+    args = _parse(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(out), "--cases", "pos",
+                   "--strict", "--no-progress"])
+    assert args.func(args) == 0
+    assert json.loads((out / "summary.json").read_text())["n_cases"] == 1
+    assert "nopred" not in capsys.readouterr().err

@@ -45,6 +45,13 @@ def add_parser(subparsers) -> None:
         help="label values reported per class (e.g. 1 2 for HECKTOR GTVp and GTVn); binary metrics use all > 0",
     )
     parser.add_argument(
+        "--cases",
+        nargs="+",
+        default=None,
+        metavar="CASE_ID",
+        help="evaluate only these case ids (e.g. a test split); other labels and predictions are ignored",
+    )
+    parser.add_argument(
         "--strict", action="store_true", help="fail (exit status 2) if any case is missing or unusable"
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
@@ -62,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         layout=args.layout,
         labels=tuple(args.labels),
         progress=not args.no_progress,
+        case_ids=args.cases,
     )
     print((Path(args.out) / "summary.md").read_text(encoding="utf-8"))
     if args.strict and summary["problems"]:

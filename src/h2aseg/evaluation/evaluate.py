@@ -127,12 +127,16 @@ def evaluate_folders(
     layout: str | None = None,
     labels: Sequence[int] = (1,),
     progress: bool = True,
+    case_ids: Sequence[str] | None = None,
 ) -> dict:
     """Evaluate every labelled case that has a prediction; write ``per_case.csv``, ``summary.json``, ``summary.md``.
 
     A case whose prediction is missing, unreadable, or on another grid is reported on stderr (one line
     naming the case and file) and in ``summary["problems"]``, and left out; the rest are evaluated.
     Predictions without a label are reported the same way.
+
+    With ``case_ids`` (e.g. a test split) only those cases are evaluated: other labels and other
+    predictions in the folders are ignored silently, and a listed case without a label is a problem.
 
     Returns:
         The :func:`h2aseg.evaluation.report.summarise` dict, plus ``problems`` and ``settings``.
@@ -151,6 +155,14 @@ def evaluate_folders(
         )
         raise DataError(f"no label files found {where}; point --gt at the labels or name the --layout")
     pred_files = _image_files(pred_dir)
+    if case_ids is not None:
+        wanted = list(dict.fromkeys(str(c) for c in case_ids))
+        problems = [p for p in problems if any(c in p for c in wanted)]
+        for case_id in wanted:
+            if case_id not in gt_files:
+                problems.append(f"{case_id}: listed for evaluation but has no label under {gt_dir}; not evaluated")
+        gt_files = {c: gt_files[c] for c in wanted if c in gt_files}
+        pred_files = {c: p for c, p in pred_files.items() if c in gt_files}
     for case_id in sorted(set(pred_files) - set(gt_files)):
         problems.append(f"{case_id}: prediction {pred_files[case_id]} has no label; not evaluated")
 
@@ -189,6 +201,7 @@ def evaluate_folders(
         "gt_dir": str(gt_dir),
         "layout": layout,
         "labels": list(labels),
+        "case_ids": None if case_ids is None else list(gt_files),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out_dir / "per_case.csv")
