@@ -22,6 +22,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,9 @@ from h2aseg.inference.predictor import (
 from h2aseg.training import distributed as dist_utils
 from h2aseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from h2aseg.training.losses import DeepSupervisionLoss
+
+# Lesion-free studies legitimately give no positive crop centre; MONAI warns on each of them.
+warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)
 
 LOG_FIELDS = ("epoch", "step", "train_loss", "val_dice", "lr", "epoch_seconds")
 
