@@ -35,6 +35,7 @@ TINY: dict[str, tuple[dict, tuple[int, int, int]]] = {
     "nestedformer": ({"channels": (4, 4, 8, 8, 16), "num_heads": 2}, PATCH),
     "a2fseg": ({"channels": (4, 4, 8, 8, 16)}, PATCH),
     "sdb": ({"channels": (4, 4, 8, 8, 16)}, PATCH),
+    "basicunet": ({"channels": (4, 4, 8, 8, 16, 4)}, PATCH),
 }
 
 SINGLE_MODALITY = {"resunet3d_pet": "pet", "resunet3d_ct": "ct"}

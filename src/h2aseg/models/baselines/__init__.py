@@ -36,6 +36,7 @@ BASELINES: tuple[str, ...] = (
     "nestedformer",
     "a2fseg",
     "sdb",
+    "basicunet",  # not in the paper: the demo's fast CPU reference
 )
 
 __all__ = [

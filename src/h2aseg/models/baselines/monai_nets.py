@@ -420,3 +420,32 @@ def nnunet(
     dropout: float = 0.0,
 ) -> nn.Module:
     return NNUNet(in_channels, num_classes, patch_size, spacing, channels, max_channels, dropout)
+
+
+# ------------------------------------------------------------------------------------------ BasicUNet
+@register_model("basicunet", description="MONAI BasicUNet, CT and PET as two channels (a quick CPU reference)")
+def basicunet(
+    in_channels: int = 1,
+    num_classes: int = 1,
+    channels: Sequence[int] = (8, 8, 16, 32, 64, 8),
+    dropout: float = 0.0,
+) -> nn.Module:
+    """MONAI ``BasicUNet`` (two convolutions per level, four down-samplings) on stacked CT and PET.
+
+    Not one of the paper's baselines: the small, fast U-Net the demo compares against on the CPU.
+
+    Args:
+        channels: MONAI's six ``features`` (five encoder widths and the last decoder width).
+        dropout: dropout probability.
+    """
+    from monai.networks.nets import BasicUNet
+
+    check_positive("in_channels", in_channels)
+    check_positive("num_classes", num_classes)
+    check_dropout(dropout)
+    channels = tuple(int(c) for c in channels)
+    if len(channels) != 6:
+        raise ValueError(f"basicunet needs six channel widths (MONAI's features), got {channels}")
+    net = BasicUNet(spatial_dims=3, in_channels=2 * in_channels, out_channels=num_classes, features=channels,
+                    dropout=dropout)
+    return EarlyFusion(net)
