@@ -26,13 +26,16 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def time_steps(name: str, patch: tuple[int, int, int], batch: int, warmup: int, repeats: int, device: str) -> dict:
+def time_steps(name: str, patch: tuple[int, int, int], batch: int, warmup: int, repeats: int, device: str,
+               channels_last: bool = False) -> dict:
     torch.manual_seed(0)
     model = build_model(name, **model_options_for(name, {}, patch)).to(device).train()
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-5)
     loss_fn = DeepSupervisionLoss(1)
-    ct = torch.randn(batch, 1, *patch, device=device)
-    pet = torch.randn(batch, 1, *patch, device=device)
+    ct = torch.randn(batch, 1, *patch, device=device).contiguous(memory_format=layout)
+    pet = torch.randn(batch, 1, *patch, device=device).contiguous(memory_format=layout)
     label = (torch.rand(batch, 1, *patch, device=device) > 0.9).float()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -52,6 +55,7 @@ def time_steps(name: str, patch: tuple[int, int, int], batch: int, warmup: int, 
             times.append(time.perf_counter() - start)
     result = {
         "patch": list(patch),
+        "channels_last": channels_last,
         "batch": batch,
         "median_step_s": round(statistics.median(times), 4),
         "min_step_s": round(min(times), 4),
@@ -73,6 +77,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--channels-last", action="store_true", help="channels-last memory layout")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     get_entry(args.model)
@@ -85,7 +90,8 @@ def main() -> None:
     }
     for text in args.patches:
         patch = tuple(int(v) for v in text.split(","))
-        report["results"].append(time_steps(args.model, patch, args.batch, args.warmup, args.repeats, args.device))
+        report["results"].append(time_steps(args.model, patch, args.batch, args.warmup, args.repeats, args.device,
+                                                 args.channels_last))
         print(json.dumps(report["results"][-1]), flush=True)
     print(json.dumps(report, indent=2))
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from h2aseg.config import RunConfig, atomic_write_text
+from h2aseg.atomic import atomic_write_text
+from h2aseg.config import RunConfig
 from h2aseg.data.io import write_image
 from h2aseg.data.layouts import Case, discover_cases
 from h2aseg.data.synthetic import generate_cohort
@@ -53,10 +54,13 @@ def demo_config(args: argparse.Namespace, cohort: Path) -> RunConfig:
     config.data.layout = "autopet"
     config.data.cache_dir = str(args.out / "cache")
     config.model.name = args.model
-    config.model.options = {"channels": list(args.channels)} if args.channels else {}
+    config.model.options = {"dropout": args.dropout}
+    if args.channels:
+        config.model.options["channels"] = list(args.channels)
     t = config.train
     t.epochs, t.patch, t.lr, t.seed = 1000, list(args.patch), args.lr, args.seed
-    t.max_minutes, t.val_every, t.batch = args.minutes, args.val_every, args.batch
+    t.max_minutes, t.val_every, t.batch, t.grad_clip = args.minutes, args.val_every, args.batch, args.grad_clip
+    t.channels_last = True
     return config
 
 
@@ -224,6 +228,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--model", default="h2aseg", help="registered network to train")
     parser.add_argument("--channels", type=int, nargs="+", default=[4, 8, 16, 32, 64], help="network channels per level")
     parser.add_argument("--patch", type=int, nargs=3, default=[32, 32, 32], help="training patch in voxels")
+    parser.add_argument("--dropout", type=float, default=0.0, help="dropout inside the network (short runs learn faster without)")
+    parser.add_argument("--grad-clip", type=float, default=12.0, help="cap on the gradient norm (nnU-Net's 12)")
     parser.add_argument("--batch", type=int, default=2, help="patches per optimizer step")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper's 1e-4 is for 200 GPU epochs)")
     parser.add_argument("--minutes", type=float, default=8.0, help="training wall-time budget")

@@ -39,9 +39,10 @@ import SimpleITK as sitk
 import torch
 import yaml
 
+from h2aseg.atomic import atomic_write_text
 from h2aseg.benchmarking.config import BenchmarkConfig, ModelSpec
 from h2aseg.benchmarking.tamw_analysis import TAMWRecorder, has_tamw
-from h2aseg.config import RunConfig, atomic_write_text
+from h2aseg.config import RunConfig
 from h2aseg.data.io import from_array, read_pet, to_array, write_image
 from h2aseg.data.layouts import Case, discover_cases, load_or_create_splits, load_splits
 from h2aseg.data.preprocess import PreprocessedCache, restore_to_original

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from h2aseg.atomic import atomic_open, atomic_write_text
 from h2aseg.data.io import read_ct, read_image, read_pet, write_image
 from h2aseg.data.layouts import Case
 
@@ -53,9 +54,7 @@ def export_nnunet(cases: Sequence[Case], out: Path, labels: dict[str, int] | Non
         "file_ending": ".nii.gz",
         "patient_ids": {c.case_id: c.patient_id for c in cases},
     }
-    tmp = out / f".tmp-{os.getpid()}-dataset.json"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    os.replace(tmp, out / "dataset.json")
+    atomic_write_text(out / "dataset.json", json.dumps(meta, indent=2) + "\n")
     return out
 
 
@@ -74,13 +73,11 @@ def write_manifest(cases: Sequence[Case], path: Path) -> Path:
 
     rows = [{"case_id": c.case_id, "patient_id": c.patient_id, "ct": rel(c.ct), "pet": rel(c.pet),
              "label": rel(c.label)} for c in cases]
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     if path.suffix.lower() == ".json":
-        tmp.write_text(json.dumps({"cases": rows}, indent=2) + "\n")
+        atomic_write_text(path, json.dumps({"cases": rows}, indent=2) + "\n")
     else:
-        with tmp.open("w", newline="") as handle:
+        with atomic_open(path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=["case_id", "patient_id", "ct", "pet", "label"])
             writer.writeheader()
             writer.writerows(rows)
-    os.replace(tmp, path)
     return path

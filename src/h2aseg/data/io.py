@@ -30,12 +30,12 @@ file and says what to do. Every write is atomic (temporary name in the same fold
 from __future__ import annotations
 
 import datetime as _dt
-import os
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from h2aseg.atomic import atomic_path
 from h2aseg.errors import DataError
 
 __all__ = [
@@ -290,14 +290,8 @@ def write_image(image: sitk.Image, path: Path) -> None:
     suffix = image_suffix(path)
     if suffix not in _WRITE_SUFFIXES:
         raise ValueError(f"cannot write {path}: use one of {', '.join(_WRITE_SUFFIXES)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
+    with atomic_path(path) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=suffix in (".nii.gz", ".mha", ".nrrd"))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def to_array(image: sitk.Image) -> np.ndarray:

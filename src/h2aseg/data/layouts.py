@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from h2aseg.atomic import atomic_write_text
 from h2aseg.errors import DataError
 
 __all__ = [
@@ -355,11 +355,7 @@ def make_splits(
 
 def save_splits(splits: dict[str, list[str]], path: Path) -> None:
     """Write ``splits`` as JSON to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    tmp.write_text(json.dumps({k: list(splits[k]) for k in SPLIT_NAMES}, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({k: list(splits[k]) for k in SPLIT_NAMES}, indent=2) + "\n")
 
 
 def load_splits(path: Path) -> dict[str, list[str]]:

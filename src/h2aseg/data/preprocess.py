@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from h2aseg.atomic import atomic_open
 from h2aseg.data.io import read_ct, read_image, read_pet, to_array
 from h2aseg.data.layouts import Case, CaseProblem
 from h2aseg.errors import DataError
@@ -339,14 +339,8 @@ def _safe_name(case_id: str) -> str:
 
 
 def _atomic_write_bytes(path: Path, write) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path, "wb") as handle:
+        write(handle)
 
 
 class PreprocessedCache:

@@ -9,15 +9,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from h2aseg.atomic import atomic_open
 from h2aseg.evaluation.metrics import aggregated_dice
 
 __all__ = [
@@ -215,17 +214,9 @@ def summary_markdown(summary: Mapping[str, Any], title: str = "Evaluation") -> s
 
 
 def _atomic_write(path: Path, write) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_open(path, "w", newline="", encoding="utf-8") as handle:
+        write(handle)
+    return Path(path)
 
 
 def write_csv(rows: Iterable[Mapping[str, Any]], path: Path) -> Path:

@@ -55,19 +55,18 @@ class BDSA(nn.Module):
             raise ValueError(f"BDSA needs CT and PET maps of one shape, got {tuple(ct.shape)} and {tuple(pet.shape)}")
         b, c, h, w, d = ct.shape
         n = h * w * d
-        # (B, 6, C, N): blocks [Q_t, K_t, V_t, Q_s, K_s', V_s'] of each modality.
-        p_ct = self.proj_ct(ct).reshape(b, 6, c, n)
-        p_pet = self.proj_pet(pet).reshape(b, 6, c, n)
+        # (B, 6, N, C): blocks [Q_t, K_t, V_t, Q_s, K_s', V_s'] of each modality, tokens first.
+        p_ct = self.proj_ct(ct).reshape(b, 6, c, n).transpose(-1, -2)
+        p_pet = self.proj_pet(pet).reshape(b, 6, c, n).transpose(-1, -2)
         # Heads: 0 = CT target reads PET (cross), 1 = CT reads CT (intra),
         #        2 = PET target reads CT (cross), 3 = PET reads PET (intra).
+        # torch.stack returns contiguous (B, heads, N, C) tensors, the layout for which SDPA has fused
+        # (flash) kernels on the CPU as well; softmax over keys is Eq. 1's row-wise softmax of QᵀK/√C.
         q = torch.stack((p_ct[:, 3], p_ct[:, 0], p_pet[:, 3], p_pet[:, 0]), dim=1)
         k = torch.stack((p_pet[:, 4], p_ct[:, 1], p_ct[:, 4], p_pet[:, 1]), dim=1)
         v = torch.stack((p_pet[:, 5], p_ct[:, 2], p_ct[:, 5], p_pet[:, 2]), dim=1)
-        # SDPA wants (B, heads, N, C); softmax over keys is Eq. 1's row-wise softmax of QᵀK/√C.
         dropout = self.attention_dropout if self.training else 0.0
-        attended = F.scaled_dot_product_attention(
-            q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2), dropout_p=dropout
-        )
+        attended = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
         # Back to (B, 4C, h, w, d) in head order: [A_s, A_t] for CT, then [A_s, A_t] for PET.
         attended = attended.transpose(-1, -2).reshape(b, 4 * c, h, w, d)
         fused = self.fuse(attended)

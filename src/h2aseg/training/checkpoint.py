@@ -9,14 +9,13 @@ tensors and plain containers.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from h2aseg.atomic import atomic_path
 from h2aseg.errors import DataError
 
 
@@ -47,16 +46,8 @@ def set_rng_state(state: dict) -> None:
 
 def save_checkpoint(state: dict, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:

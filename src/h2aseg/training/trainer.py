@@ -33,7 +33,8 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from h2aseg.config import RunConfig, atomic_write_text
+from h2aseg.atomic import atomic_write_text
+from h2aseg.config import RunConfig
 from h2aseg.data.layouts import Case, discover_cases, load_or_create_splits
 from h2aseg.data.preprocess import PreprocessedCache
 from h2aseg.data.transforms import train_transforms
@@ -156,6 +157,8 @@ class Trainer:
         t = self.config.train
         torch.manual_seed(t.seed)
         model = build_network(self.config).to(self.ctx.device)
+        if t.channels_last:
+            model = model.to(memory_format=torch.channels_last_3d)
         optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=t.lr_decay)
         scaler = torch.amp.GradScaler(self.ctx.device.type, enabled=self.amp and self.ctx.device.type == "cuda")
@@ -188,6 +191,8 @@ class Trainer:
                 iterator = iter(loader)
                 batch = next(iterator)
             ct, pet, label = (batch[k].to(self.ctx.device, non_blocking=True) for k in ("ct", "pet", "label"))
+            if t.channels_last:
+                ct, pet = (x.contiguous(memory_format=torch.channels_last_3d) for x in (ct, pet))
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.ctx.device.type, enabled=self.amp):
                 outputs = model(ct, pet)
@@ -195,6 +200,9 @@ class Trainer:
             if not torch.isfinite(loss):
                 raise DataError(f"training loss became {loss.item()} at epoch {epoch}: lower --lr or check the data")
             scaler.scale(loss).backward()
+            if t.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             losses.append(loss.item())
@@ -228,6 +236,16 @@ class Trainer:
         return float(np.mean(chosen)) if chosen else float("nan")
 
     # ----------------------------------------------------------------------------------------- run
+    def _tensorboard(self):
+        """A TensorBoard writer in RUN_DIR/tensorboard when the ``tensorboard`` extra is installed."""
+        if not self.ctx.is_main:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
+
     def _append_log(self, row: dict) -> None:
         path = self.out_dir / "metrics.csv"
         new = not path.exists()
@@ -268,7 +286,9 @@ class Trainer:
         loader, transform = self._loader(cache, train_ids)
         loss_fn = DeepSupervisionLoss(build_num_classes(model), t.deep_supervision_weights)
         deadline = started + 60 * t.max_minutes if t.max_minutes else None
+        board = self._tensorboard()
         stopped_by, epoch, epochs_run = "epochs", start_epoch, 0
+        validating = bool(val_ids) and t.val_every > 0
         for epoch in range(start_epoch + 1, t.epochs + 1):
             epoch_start = time.monotonic()
             train_loss, n_steps, timed_out = self._train_epoch(
@@ -279,7 +299,7 @@ class Trainer:
             scheduler.step()
             last = timed_out or epoch == t.epochs
             val_dice = float("nan")
-            if self.ctx.is_main and val_ids and (epoch % t.val_every == 0 or last):
+            if self.ctx.is_main and validating and (epoch % t.val_every == 0 or last):
                 val_dice = self._validate(model, cache, val_ids)
             val_dice = dist_utils.broadcast_object(self.ctx, val_dice)
             improved = not math.isnan(val_dice) and val_dice > best
@@ -299,12 +319,17 @@ class Trainer:
                     "config": self.config.to_dict(),
                 }
                 save_checkpoint(state, last_path)
-                if improved or not val_ids:
+                if improved or not validating:
                     save_checkpoint(state, self.out_dir / "best.pt")
                 row = {"epoch": epoch, "step": step, "train_loss": f"{train_loss:.5f}",
                        "val_dice": "" if math.isnan(val_dice) else f"{val_dice:.5f}", "lr": f"{lr:.3g}",
                        "epoch_seconds": f"{time.monotonic() - epoch_start:.1f}"}
                 self._append_log(row)
+                if board is not None:
+                    board.add_scalar("train/loss", train_loss, epoch)
+                    board.add_scalar("train/lr", lr, epoch)
+                    if not math.isnan(val_dice):
+                        board.add_scalar("val/dice", val_dice, epoch)
                 self.log(f"epoch {epoch}: loss {train_loss:.4f}, val Dice {row['val_dice'] or '-'}, "
                          f"{row['epoch_seconds']} s" + (" (best)" if improved else ""))
             dist_utils.barrier(self.ctx)
@@ -312,6 +337,8 @@ class Trainer:
             if timed_out:
                 stopped_by = "time budget"
                 break
+        if board is not None:
+            board.close()
         result = TrainResult(epochs_run, epoch, best if best > -math.inf else float("nan"), best_epoch, stopped_by,
                              round(time.monotonic() - started, 1))
         digests = dist_utils.gather_digests(self.ctx, model)
