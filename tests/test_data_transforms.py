@@ -56,3 +56,29 @@ def test_eval_pipeline_keeps_the_whole_volume_and_meta():
     assert tuple(out["ct"].shape) == item["ct"].shape and out["label"].dtype == torch.float32
     np.testing.assert_array_equal(out["pet"].numpy(), item["pet"])
     assert out["meta"] == item["meta"]
+
+
+def test_hot_negative_sampling_centres_some_crops_on_uptake_outside_lesions():
+    import numpy as np
+
+    volume = (1, 48, 48, 48)
+    pet = np.zeros(volume, np.float32) + 0.05
+    label = np.zeros(volume, np.uint8)
+    label[0, 4:8, 4:8, 4:8] = 1  # lesion in one corner
+    pet[0, 4:8, 4:8, 4:8] = 0.8
+    pet[0, 38:42, 38:42, 38:42] = 0.8  # an organ as hot as the lesion in the opposite corner
+    data = {"ct": np.zeros(volume, np.float32), "pet": pet, "label": label, "meta": {}, "case_id": "c"}
+    paper = train_transforms((8, 8, 8), samples_per_volume=2, rotate_prob=0.0)
+    hot = train_transforms((8, 8, 8), samples_per_volume=2, rotate_prob=0.0, hot_negative_threshold=0.5)
+    paper.set_random_state(0)
+    hot.set_random_state(0)
+
+    def organ_hits(pipeline):
+        patches = [p for _ in range(30) for p in pipeline(dict(data))]
+        return sum(int((p["pet"] >= 0.5).any() and p["label"].sum() == 0) for p in patches), patches
+
+    hits_paper, _ = organ_hits(paper)
+    hits_hot, patches = organ_hits(hot)
+    assert hits_hot >= 10 > hits_paper  # 1 in 4 crops aims at the organ; random negatives rarely do
+    assert sum(int(p["label"].sum() > 0) for p in patches) >= 20  # lesion crops keep about half
+    assert all("sampling" not in p for p in patches)

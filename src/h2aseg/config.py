@@ -52,7 +52,9 @@ class TrainConfig:
     is then the last epoch). ``max_minutes`` stops a run by wall time
     (it still validates and saves at the end). ``grad_clip`` caps the gradient norm (None: no clipping, as
     the paper; nnU-Net uses 12). ``channels_last`` stores activations as (B, H, W, D, C), which makes
-    oneDNN's 3-D convolutions faster on CPUs (same results up to rounding). ``amp``: auto (on for CUDA) | on | off.
+    oneDNN's 3-D convolutions faster on CPUs (same results up to rounding). ``hot_negatives_suv``
+    (not in the paper; None keeps its pos 1 / neg 1 crops) also centres negative crops on PET-avid
+    non-lesion tissue at or above this SUV (lesion : body : hot = 2 : 1 : 1). ``amp``: auto (on for CUDA) | on | off.
     """
 
     epochs: int = 200
@@ -72,6 +74,7 @@ class TrainConfig:
     max_minutes: float | None = None
     grad_clip: float | None = None
     channels_last: bool = False
+    hot_negatives_suv: float | None = None
     rotate_prob: float = 0.8
     rotate_degrees: float = 45.0
     deep_supervision_weights: list[float] = field(default_factory=lambda: [5.0, 4.0, 3.0, 2.0, 1.0])

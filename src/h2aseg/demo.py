@@ -60,7 +60,7 @@ def demo_config(args: argparse.Namespace, cohort: Path) -> RunConfig:
     t = config.train
     t.epochs, t.patch, t.lr, t.seed = 1000, list(args.patch), args.lr, args.seed
     t.max_minutes, t.val_every, t.batch, t.grad_clip = args.minutes, args.val_every, args.batch, args.grad_clip
-    t.channels_last = True
+    t.channels_last, t.hot_negatives_suv = True, (args.hot_negatives_suv or None)
     return config
 
 
@@ -129,6 +129,11 @@ def write_report(out: Path, args, result, summary: dict, threshold: dict, figure
         f"Network `{args.model}` ({parameters:,} parameters), trained {result.epochs_run} epochs "
         f"({result.seconds / 60:.1f} min wall, stopped by {result.stopped_by}); best validation Dice "
         f"{result.best_metric:.3f} at epoch {result.best_epoch}.",
+        "",
+        f"Settings (demo, not the paper's 200 GPU epochs): patch {'×'.join(map(str, args.patch))}, batch {args.batch}, "
+        f"channels {tuple(args.channels)}, Adam lr {args.lr:g}, gradient-norm cap {args.grad_clip:g}, dropout "
+        f"{args.dropout:g}, " + (f"negative crops also on non-lesion uptake ≥ SUV {args.hot_negatives_suv:g} (not in the paper)"
+                                 if args.hot_negatives_suv else "the paper's pos 1 / neg 1 crops") + ".",
         "",
         f"**Test Dice over lesion-positive studies: {100 * dice['mean']:.1f} ± {100 * dice['std']:.1f} %** "
         f"(n = {dice['n']}). Dice and HD95 follow the AutoPET rule (lesion-positive studies only); the other "
@@ -229,6 +234,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--channels", type=int, nargs="+", default=[4, 8, 16, 32, 64], help="network channels per level")
     parser.add_argument("--patch", type=int, nargs=3, default=[32, 32, 32], help="training patch in voxels")
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout inside the network (short runs learn faster without)")
+    parser.add_argument("--hot-negatives-suv", type=float, default=2.5,
+                        help="also centre negative crops on non-lesion uptake >= this SUV (0 = the paper's pos/neg crops)")
     parser.add_argument("--grad-clip", type=float, default=12.0, help="cap on the gradient norm (nnU-Net's 12)")
     parser.add_argument("--batch", type=int, default=2, help="patches per optimizer step")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper's 1e-4 is for 200 GPU epochs)")

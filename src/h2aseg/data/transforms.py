@@ -21,6 +21,7 @@ Evaluation/test: whole volumes as float32 tensors (label float32), ``meta`` kept
 from __future__ import annotations
 
 import math
+from functools import partial
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,6 +31,7 @@ from monai.transforms import (
     DeleteItemsd,
     EnsureTyped,
     Lambdad,
+    RandCropByLabelClassesd,
     RandCropByPosNegLabeld,
     RandRotated,
     SpatialPadd,
@@ -47,11 +49,56 @@ def _to_float(x):
     return torch.as_tensor(x).float()
 
 
+SAMPLING_KEY = "sampling"
+
+
+def _sampling_classes(data: dict, hot_threshold: float) -> dict:
+    """Add ``sampling``: 1 = lesion, 2 = PET-avid tissue outside the lesion (PET ≥ hot_threshold), 0 = rest."""
+    label = np.asarray(data["label"]) > 0
+    hot = (np.asarray(data["pet"]) >= hot_threshold) & ~label
+    classes = label.astype(np.uint8)
+    classes[hot] = 2
+    return {**data, SAMPLING_KEY: classes}
+
+
+def _crop(patch: tuple[int, ...], samples_per_volume: int, hot_negative_threshold: float | None):
+    """The paper's pos 1 / neg 1 crop, or lesion 2 : body 1 : PET-avid non-lesion 1 (hot negatives)."""
+    if hot_negative_threshold is None:
+        return [
+            RandCropByPosNegLabeld(
+                keys=ALL_KEYS,
+                label_key="label",
+                spatial_size=patch,
+                pos=1,
+                neg=1,
+                num_samples=samples_per_volume,
+                image_key="pet",
+                image_threshold=0.0,
+                allow_smaller=False,
+            )
+        ]
+    return [
+        RandCropByLabelClassesd(
+            keys=ALL_KEYS,
+            label_key=SAMPLING_KEY,
+            spatial_size=patch,
+            ratios=(1, 2, 1),
+            num_classes=3,
+            num_samples=samples_per_volume,
+            image_key="pet",
+            image_threshold=0.0,
+            warn=False,
+        ),
+        DeleteItemsd(keys=SAMPLING_KEY),
+    ]
+
+
 def train_transforms(
     patch_size: Sequence[int],
     samples_per_volume: int = 2,
     rotate_prob: float = 0.8,
     rotate_degrees: float = 45.0,
+    hot_negative_threshold: float | None = None,
 ) -> Compose:
     """The paper's training pipeline.
 
@@ -60,6 +107,11 @@ def train_transforms(
         samples_per_volume: patches drawn per volume (half centred on lesion voxels, half not).
         rotate_prob: probability of the axial rotation.
         rotate_degrees: largest rotation angle about the axial axis, degrees.
+        hot_negative_threshold: None keeps the paper's RandCropByPosNegLabel (pos 1 / neg 1). A value
+            (in the cache's scaled PET units, e.g. SUV 2.5 / suv_scale) centres crops on lesion voxels,
+            on other body voxels and on PET-avid voxels outside lesions in the ratio 2 : 1 : 1, so that
+            organs and benign uptake, which random negatives rarely hit, are seen as negatives often.
+            Not in the paper; off by default.
 
     Returns:
         A Compose that maps one case dict to a list of ``samples_per_volume`` dicts with tensors
@@ -74,17 +126,9 @@ def train_transforms(
             DeleteItemsd(keys="meta"),
             Lambdad(keys=ALL_KEYS, func=_to_float, allow_missing_keys=True),
             SpatialPadd(keys=ALL_KEYS, spatial_size=patch, mode="constant", allow_missing_keys=True),
-            RandCropByPosNegLabeld(
-                keys=ALL_KEYS,
-                label_key="label",
-                spatial_size=patch,
-                pos=1,
-                neg=1,
-                num_samples=samples_per_volume,
-                image_key="pet",
-                image_threshold=0.0,
-                allow_smaller=False,
-            ),
+            *([] if hot_negative_threshold is None
+              else [partial(_sampling_classes, hot_threshold=hot_negative_threshold)]),
+            *_crop(patch, samples_per_volume, hot_negative_threshold),
             RandRotated(
                 keys=ALL_KEYS,
                 range_x=0.0,

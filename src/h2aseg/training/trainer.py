@@ -134,7 +134,8 @@ class Trainer:
 
     def _loader(self, cache: PreprocessedCache, train_ids: list[str]) -> tuple[DataLoader, object]:
         t = self.config.train
-        transform = train_transforms(t.patch, t.samples_per_volume, t.rotate_prob, t.rotate_degrees)
+        hot = t.hot_negatives_suv / cache.config.suv_scale if t.hot_negatives_suv else None
+        transform = train_transforms(t.patch, t.samples_per_volume, t.rotate_prob, t.rotate_degrees, hot)
         dataset = PatchDataset(cache, train_ids, transform)
         sampler = (
             DistributedSampler(dataset, self.ctx.world_size, self.ctx.rank, shuffle=True, seed=t.seed)
