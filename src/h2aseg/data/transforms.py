@@ -21,8 +21,8 @@ Evaluation/test: whole volumes as float32 tensors (label float32), ``meta`` kept
 from __future__ import annotations
 
 import math
-from functools import partial
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import torch
