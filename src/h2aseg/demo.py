@@ -228,18 +228,18 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (rerun resumes the training)")
-    parser.add_argument("--cases", type=int, default=30, help="synthetic studies to generate")
+    parser.add_argument("--cases", type=int, default=40, help="synthetic studies to generate")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cohort, split and training")
     parser.add_argument("--model", default="h2aseg", help="registered network to train")
     parser.add_argument("--channels", type=int, nargs="+", default=[4, 8, 16, 32, 64], help="network channels per level")
     parser.add_argument("--patch", type=int, nargs=3, default=[32, 32, 32], help="training patch in voxels")
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout inside the network (short runs learn faster without)")
-    parser.add_argument("--hot-negatives-suv", type=float, default=2.5,
+    parser.add_argument("--hot-negatives-suv", type=float, default=0.0,
                         help="also centre negative crops on non-lesion uptake >= this SUV (0 = the paper's pos/neg crops)")
     parser.add_argument("--grad-clip", type=float, default=12.0, help="cap on the gradient norm (nnU-Net's 12)")
     parser.add_argument("--batch", type=int, default=2, help="patches per optimizer step")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper's 1e-4 is for 200 GPU epochs)")
-    parser.add_argument("--minutes", type=float, default=8.0, help="training wall-time budget")
-    parser.add_argument("--val-every", type=int, default=5, help="validate every N epochs")
+    parser.add_argument("--minutes", type=float, default=12.0, help="training wall-time budget")
+    parser.add_argument("--val-every", type=int, default=10, help="validate every N epochs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
