@@ -345,6 +345,8 @@ class Trainer:
         digests = dist_utils.gather_digests(self.ctx, model)
         if self.ctx.is_main:
             summary = {**result.__dict__, "world_size": self.ctx.world_size, "parameter_digests": digests}
+            if math.isnan(summary["best_metric"]):
+                summary["best_metric"] = None  # strict JSON has no NaN
             atomic_write_text(self.out_dir / "train_summary.json", json.dumps(summary, indent=2))
         dist_utils.cleanup(self.ctx)
         return result
