@@ -193,27 +193,17 @@ def _h2aseg_factory(**fixed):
     return factory
 
 
-register_model(
-    "h2aseg",
-    description="H2ASeg (MCSA + TAMW on a dual ResUNet-3D), the paper's network",
-    uses_patch_size=True,
-    deep_supervision=True,
-)(_h2aseg_factory())
-register_model(
-    "h2aseg_no_mcsa",
-    description="Table 2 ablation: dual ResUNet-3D + TAMW (MCSA off)",
-    uses_patch_size=True,
-    deep_supervision=True,
-)(_h2aseg_factory(use_mcsa=False))
-register_model(
-    "h2aseg_no_tamw",
-    description="Table 2 ablation: dual ResUNet-3D + MCSA (TAMW off)",
-    uses_patch_size=True,
-    deep_supervision=True,
-)(_h2aseg_factory(use_tamw=False))
-register_model(
-    "dual_resunet3d",
-    description="Table 2 baseline: dual-branch ResUNet-3D with concatenated skips (MCSA and TAMW off)",
-    uses_patch_size=True,
-    deep_supervision=True,
-)(_h2aseg_factory(use_mcsa=False, use_tamw=False))
+#: The paper's network and its Table 2 ablations, all one class with flags.
+VARIANTS: dict[str, tuple[dict, str]] = {
+    "h2aseg": ({}, "H2ASeg (MCSA + TAMW on a dual ResUNet-3D), the paper's network"),
+    "h2aseg_no_mcsa": ({"use_mcsa": False}, "Table 2 ablation: dual ResUNet-3D + TAMW (MCSA off)"),
+    "h2aseg_no_tamw": ({"use_tamw": False}, "Table 2 ablation: dual ResUNet-3D + MCSA (TAMW off)"),
+    "dual_resunet3d": (
+        {"use_mcsa": False, "use_tamw": False},
+        "Table 2 baseline: dual-branch ResUNet-3D with concatenated skips (MCSA and TAMW off)",
+    ),
+}
+for _name, (_fixed, _description) in VARIANTS.items():
+    register_model(_name, description=_description, uses_patch_size=True, deep_supervision=True)(
+        _h2aseg_factory(**_fixed)
+    )

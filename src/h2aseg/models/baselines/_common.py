@@ -40,6 +40,13 @@ def check_dropout(value: float) -> None:
         raise ValueError(f"dropout must lie in [0, 1), got {value!r}")
 
 
+def check_common(in_channels: int, num_classes: int, dropout: float) -> None:
+    """The checks every baseline factory starts with: positive channel counts, dropout in [0, 1)."""
+    check_positive("in_channels", in_channels)
+    check_positive("num_classes", num_classes)
+    check_dropout(dropout)
+
+
 def check_channels(channels: Sequence[int], levels: int | None = None) -> tuple[int, ...]:
     """Validate a per-level channel tuple (positive integers, ``levels`` of them when given)."""
     channels = tuple(channels)

@@ -23,7 +23,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from h2aseg.models.baselines._common import check_channels, check_dropout, check_pair, check_positive
+from h2aseg.models.baselines._common import (
+    check_channels,
+    check_common,
+    check_pair,
+)
 from h2aseg.models.baselines.resunet import ResidualDecoder
 from h2aseg.models.blocks import ResidualBlock, ResidualEncoder
 from h2aseg.models.registry import register_model
@@ -53,9 +57,7 @@ class A2FSeg(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        check_positive("in_channels", in_channels)
-        check_positive("num_classes", num_classes)
-        check_dropout(dropout)
+        check_common(in_channels, num_classes, dropout)
         channels = check_channels(channels)
         c = channels[0]
         self.encoders = nn.ModuleDict(

@@ -19,6 +19,7 @@ from h2aseg.models.baselines._common import (
     Size3,
     as_size3,
     check_channels,
+    check_common,
     check_divisible,
     check_dropout,
     check_positive,
@@ -65,9 +66,7 @@ def unet3d(
         dropout: dropout probability after every convolution.
         num_res_units: residual units per level (0 gives one plain convolution per level).
     """
-    check_positive("in_channels", in_channels)
-    check_positive("num_classes", num_classes)
-    check_dropout(dropout)
+    check_common(in_channels, num_classes, dropout)
     channels = check_channels(channels)
     if num_res_units < 0:
         raise ValueError(f"num_res_units must be ≥ 0, got {num_res_units}")
@@ -176,9 +175,7 @@ def unetr(
             by num_heads).
         dropout: dropout in the transformer.
     """
-    check_positive("in_channels", in_channels)
-    check_positive("num_classes", num_classes)
-    check_dropout(dropout)
+    check_common(in_channels, num_classes, dropout)
     size = as_size3(patch_size)
     check_divisible(size, 16, "UNETR")
     for name, value in (("feature_size", feature_size), ("hidden_size", hidden_size), ("mlp_dim", mlp_dim)):
@@ -235,9 +232,7 @@ def swinunetr(
         window_size: attention window side (clipped by MONAI to small feature maps).
         dropout: dropout in the transformer.
     """
-    check_positive("in_channels", in_channels)
-    check_positive("num_classes", num_classes)
-    check_dropout(dropout)
+    check_common(in_channels, num_classes, dropout)
     size = as_size3(patch_size)
     check_divisible(size, 32, "SwinUNETR")
     if math.prod(s // 32 for s in size) < 2:
@@ -440,9 +435,7 @@ def basicunet(
     """
     from monai.networks.nets import BasicUNet
 
-    check_positive("in_channels", in_channels)
-    check_positive("num_classes", num_classes)
-    check_dropout(dropout)
+    check_common(in_channels, num_classes, dropout)
     channels = tuple(int(c) for c in channels)
     if len(channels) != 6:
         raise ValueError(f"basicunet needs six channel widths (MONAI's features), got {channels}")

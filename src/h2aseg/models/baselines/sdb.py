@@ -28,7 +28,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from h2aseg.models.baselines._common import check_channels, check_dropout, check_pair, check_positive
+from h2aseg.models.baselines._common import (
+    check_channels,
+    check_common,
+    check_pair,
+)
 from h2aseg.models.baselines.resunet import ResidualDecoder
 from h2aseg.models.blocks import ResidualBlock, norm_act
 from h2aseg.models.registry import register_model
@@ -79,9 +83,7 @@ class SDB(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        check_positive("in_channels", in_channels)
-        check_positive("num_classes", num_classes)
-        check_dropout(dropout)
+        check_common(in_channels, num_classes, dropout)
         channels = check_channels(channels)
         c = channels[0]
         self.stems = nn.ModuleDict(
