@@ -22,9 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import SimpleITK as sitk
-
 from h2aseg.atomic import atomic_write_text
 from h2aseg.config import RunConfig
 from h2aseg.data.io import write_image
@@ -32,8 +29,7 @@ from h2aseg.data.layouts import Case, discover_cases
 from h2aseg.data.synthetic import generate_cohort
 from h2aseg.evaluation.evaluate import evaluate_folders
 from h2aseg.evaluation.report import format_mean_std
-from h2aseg.inference.predictor import PredictOptions, load_trained_model, predict_cases
-from h2aseg.models.baselines.threshold import THRESHOLD_METHODS
+from h2aseg.inference.predictor import PredictOptions, load_trained_model, predict_cases, threshold_mask
 from h2aseg.training.trainer import Trainer
 from h2aseg.viz.cli import load_case
 from h2aseg.viz.curves import training_curves
@@ -66,13 +62,8 @@ def demo_config(args: argparse.Namespace, cohort: Path) -> RunConfig:
 
 def threshold_predictions(cases: list[Case], out_dir: Path, method: str = "suv2.5") -> None:
     """The clinical SUV rule on each study's PET grid, written like a network's predictions."""
-    rule = THRESHOLD_METHODS[method]
     for case in cases:
-        pet = sitk.ReadImage(str(case.pet), sitk.sitkFloat32)
-        mask = rule(sitk.GetArrayFromImage(pet).transpose(2, 1, 0), spacing=pet.GetSpacing())
-        image = sitk.GetImageFromArray(np.ascontiguousarray(mask.astype(np.uint8).transpose(2, 1, 0)))
-        image.CopyInformation(pet)
-        write_image(image, out_dir / f"{case.case_id}.nii.gz")
+        write_image(threshold_mask(case, method), out_dir / f"{case.case_id}.nii.gz")
 
 
 def table_row(name: str, summary: dict) -> str:

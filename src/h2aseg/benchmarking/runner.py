@@ -43,7 +43,7 @@ from h2aseg.atomic import atomic_write_text
 from h2aseg.benchmarking.config import BenchmarkConfig, ModelSpec
 from h2aseg.benchmarking.tamw_analysis import TAMWRecorder, has_tamw
 from h2aseg.config import RunConfig
-from h2aseg.data.io import from_array, read_pet, to_array, write_image
+from h2aseg.data.io import write_image
 from h2aseg.data.layouts import Case, discover_cases, load_or_create_splits, load_splits
 from h2aseg.data.preprocess import PreprocessedCache, restore_to_original
 from h2aseg.errors import ConfigError, DataError
@@ -54,8 +54,8 @@ from h2aseg.inference.predictor import (
     preprocess_config_for,
     probabilities_to_label,
     sliding_window_probabilities,
+    threshold_mask,
 )
-from h2aseg.models.baselines.threshold import THRESHOLD_METHODS
 
 __all__ = ["BenchmarkRunner", "RunRecord", "DONE_FILE"]
 
@@ -313,17 +313,15 @@ class BenchmarkRunner:
         done = run_dir / DONE_FILE
         if done.exists() and (run_dir / "eval" / "summary.json").exists():
             return RunRecord(method, None, "cached", self._result_text(run_dir, json.loads(done.read_text())))
-        fn = THRESHOLD_METHODS[method]
         start = time.monotonic()
         for case_id in test_ids:
             case = cases[case_id]
             try:
-                pet = read_pet(case.pet)
+                mask = threshold_mask(case, method)
             except DataError as err:
                 self.log(f"{method}: case {case_id}: {err}")
                 continue
-            mask = fn(to_array(pet), spacing=pet.GetSpacing())
-            write_image(align_to_label(from_array(mask, pet), case), run_dir / "pred" / f"{case_id}.nii.gz")
+            write_image(align_to_label(mask, case), run_dir / "pred" / f"{case_id}.nii.gz")
         info: dict = {"predict_seconds": round(time.monotonic() - start, 1)}
         evaluate_folders(run_dir / "pred", self.root, run_dir / "eval", layout=self.config.dataset.layout,
                          labels=self.labels, progress=False, case_ids=test_ids)

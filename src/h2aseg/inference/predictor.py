@@ -13,15 +13,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import SimpleITK as sitk
 import torch
 from monai.inferers import sliding_window_inference
 from tqdm import tqdm
 
 from h2aseg.config import RunConfig
-from h2aseg.data.io import write_image
+from h2aseg.data.io import from_array, read_pet, to_array, write_image
 from h2aseg.data.layouts import Case
 from h2aseg.data.preprocess import PreprocessConfig, preprocess_case, restore_to_original
 from h2aseg.errors import DataError, H2ASegError
+from h2aseg.models.baselines.threshold import THRESHOLD_METHODS
 from h2aseg.models.h2aseg import foreground_probability
 from h2aseg.models.registry import build_model, model_options_for
 from h2aseg.training.checkpoint import load_checkpoint
@@ -162,6 +164,12 @@ def predict_case(loaded: LoadedModel, case: Case, out_dir: Path, options: Predic
             Path(out_dir) / "probabilities" / f"{case.case_id}{options.file_ending}",
         )
     return target
+
+
+def threshold_mask(case: Case, method: str) -> sitk.Image:
+    """A training-free SUV rule (``THRESHOLD_METHODS``) applied on the case's own PET grid (SUV, DICOM too)."""
+    pet = read_pet(case.pet)
+    return from_array(THRESHOLD_METHODS[method](to_array(pet), spacing=pet.GetSpacing()), pet)
 
 
 def predict_cases(

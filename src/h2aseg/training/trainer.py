@@ -42,6 +42,7 @@ from h2aseg.errors import ConfigError, DataError
 from h2aseg.evaluation.metrics import dice
 from h2aseg.inference.predictor import (
     build_network,
+    num_classes_for,
     preprocess_config_for,
     probabilities_to_label,
     sliding_window_probabilities,
@@ -285,7 +286,7 @@ class Trainer:
             self.log(f"resumed from {last_path} after epoch {start_epoch} (step {step})")
         wrapped = self._wrap(model)
         loader, transform = self._loader(cache, train_ids)
-        loss_fn = DeepSupervisionLoss(build_num_classes(model), t.deep_supervision_weights)
+        loss_fn = DeepSupervisionLoss(num_classes_for(self.config), t.deep_supervision_weights)
         deadline = started + 60 * t.max_minutes if t.max_minutes else None
         board = self._tensorboard()
         stopped_by, epoch, epochs_run = "epochs", start_epoch, 0
@@ -351,7 +352,3 @@ class Trainer:
         dist_utils.cleanup(self.ctx)
         return result
 
-
-def build_num_classes(model: torch.nn.Module) -> int:
-    """Output channels of a network, read from a dry configuration attribute or the config default."""
-    return int(getattr(model, "num_classes", 1))
