@@ -27,35 +27,40 @@ def peak_rss_mib() -> float:
 
 
 def time_steps(name: str, patch: tuple[int, int, int], batch: int, warmup: int, repeats: int, device: str,
-               channels_last: bool = False) -> dict:
+               channels_last: bool = False, compile_backend: str = "") -> dict:
     torch.manual_seed(0)
     model = build_model(name, **model_options_for(name, {}, patch)).to(device).train()
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-5)
     loss_fn = DeepSupervisionLoss(1)
+    network = torch.compile(model, backend=compile_backend) if compile_backend else model
     ct = torch.randn(batch, 1, *patch, device=device).contiguous(memory_format=layout)
     pet = torch.randn(batch, 1, *patch, device=device).contiguous(memory_format=layout)
     label = (torch.rand(batch, 1, *patch, device=device) > 0.9).float()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     rss_before = peak_rss_mib()
-    times = []
+    times, first_step_s = [], None
     for step in range(warmup + repeats):
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(ct, pet), label)
+        loss = loss_fn(network(ct, pet), label)
         loss.backward()
         optimizer.step()
         if device == "cuda":
             torch.cuda.synchronize()
+        if step == 0:
+            first_step_s = time.perf_counter() - start  # includes compilation when compiling
         if step >= warmup:
             times.append(time.perf_counter() - start)
     result = {
         "patch": list(patch),
         "channels_last": channels_last,
+        "compile": compile_backend or None,
+        "first_step_s": round(first_step_s, 1),
         "batch": batch,
         "median_step_s": round(statistics.median(times), 4),
         "min_step_s": round(min(times), 4),
@@ -78,6 +83,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory layout")
+    parser.add_argument("--compile", default="", metavar="BACKEND",
+                        help="torch.compile the network with this backend, e.g. inductor (default: eager PyTorch)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     get_entry(args.model)
@@ -91,7 +98,7 @@ def main() -> None:
     for text in args.patches:
         patch = tuple(int(v) for v in text.split(","))
         report["results"].append(time_steps(args.model, patch, args.batch, args.warmup, args.repeats, args.device,
-                                                 args.channels_last))
+                                                 args.channels_last, args.compile))
         print(json.dumps(report["results"][-1]), flush=True)
     print(json.dumps(report, indent=2))
 

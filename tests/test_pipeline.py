@@ -51,6 +51,23 @@ def test_resumed_run_equals_uninterrupted_run(cohort, tmp_path):
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
 
 
+def test_compiled_training_equals_eager_and_saves_plain_checkpoints(cohort, tmp_path):
+    # The "eager" backend runs the Dynamo-captured graphs with PyTorch's own kernels: same maths, so the
+    # compiled run must reproduce the plain run; inductor only changes the kernels (benchmarks/speed.py).
+    from torch._dynamo.utils import counters
+
+    cache = tmp_path / "cache"
+    assert train(cohort, tmp_path / "plain", cache, "--epochs", "1") == 0
+    counters.clear()
+    assert train(cohort, tmp_path / "compiled", cache, "--epochs", "1", "--compile", "eager") == 0
+    assert counters["stats"]["unique_graphs"] >= 1  # Dynamo captured the network, it did not just run eagerly
+    plain = load_checkpoint(tmp_path / "plain" / "last.pt")["model"]
+    compiled = load_checkpoint(tmp_path / "compiled" / "last.pt")["model"]
+    assert list(compiled) == list(plain)  # no "_orig_mod." prefixes: loads into the plain network
+    for name, tensor in plain.items():
+        torch.testing.assert_close(compiled[name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_existing_run_is_not_overwritten_without_resume(cohort, tmp_path):
     cache = tmp_path / "cache"
     assert train(cohort, tmp_path / "run", cache, "--epochs", "1") == 0

@@ -55,6 +55,11 @@ class TrainConfig:
     oneDNN's 3-D convolutions faster on CPUs (same results up to rounding). ``hot_negatives_suv``
     (not in the paper; None keeps its pos 1 / neg 1 crops) also centres negative crops on PET-avid
     non-lesion tissue at or above this SUV (lesion : body : hot = 2 : 1 : 1). ``amp``: auto (on for CUDA) | on | off.
+    ``lr_schedule``: ``exponential`` (``lr · lr_decay^epoch``) or ``poly`` (nnU-Net's, to 0 at the last
+    epoch or at the end of ``max_minutes``, whichever comes first); see :mod:`h2aseg.training.schedule`.
+    ``compile`` names a ``torch.compile`` backend (``inductor`` fuses normalisation, activation and
+    element-wise work into generated kernels) for the training forward/backward; None runs eager PyTorch.
+    Validation and checkpoints always use the plain module, so checkpoints load without compiling.
     """
 
     epochs: int = 200
@@ -65,6 +70,7 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 1e-5
     lr_decay: float = 0.99
+    lr_schedule: str = "exponential"
     seed: int = 0
     amp: str = "auto"
     device: str = "auto"
@@ -74,6 +80,7 @@ class TrainConfig:
     max_minutes: float | None = None
     grad_clip: float | None = None
     channels_last: bool = False
+    compile: str | None = None
     hot_negatives_suv: float | None = None
     rotate_prob: float = 0.8
     rotate_degrees: float = 45.0

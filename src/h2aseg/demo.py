@@ -54,7 +54,7 @@ def demo_config(args: argparse.Namespace, cohort: Path) -> RunConfig:
     if args.channels:
         config.model.options["channels"] = list(args.channels)
     t = config.train
-    t.epochs, t.patch, t.lr, t.seed = 1000, list(args.patch), args.lr, args.seed
+    t.epochs, t.patch, t.lr, t.seed, t.lr_schedule = 1000, list(args.patch), args.lr, args.seed, args.lr_schedule
     t.max_minutes, t.val_every, t.batch, t.grad_clip = args.minutes, args.val_every, args.batch, args.grad_clip
     t.channels_last, t.hot_negatives_suv = True, (args.hot_negatives_suv or None)
     return config
@@ -230,6 +230,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--grad-clip", type=float, default=12.0, help="cap on the gradient norm (nnU-Net's 12)")
     parser.add_argument("--batch", type=int, default=2, help="patches per optimizer step")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper's 1e-4 is for 200 GPU epochs)")
+    parser.add_argument("--lr-schedule", choices=("exponential", "poly"), default="exponential",
+                        help="exponential: x0.99 per epoch; poly: down to 0 at the end of --minutes")
     parser.add_argument("--minutes", type=float, default=12.0, help="training wall-time budget")
     parser.add_argument("--val-every", type=int, default=10, help="validate every N epochs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

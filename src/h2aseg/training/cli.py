@@ -28,8 +28,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         config.model.options["channels"] = list(args.channels)
     if args.model_options is not None:
         config.model.options.update(json.loads(args.model_options))
-    for name in ("epochs", "batch", "seed", "lr", "weight_decay", "lr_decay", "steps_per_epoch", "max_minutes",
-                 "samples_per_volume", "num_workers", "amp", "device", "val_every", "sw_overlap", "grad_clip", "channels_last", "hot_negatives_suv"):
+    for name in ("epochs", "batch", "seed", "lr", "weight_decay", "lr_decay", "lr_schedule", "steps_per_epoch", "max_minutes",
+                 "samples_per_volume", "num_workers", "amp", "device", "val_every", "sw_overlap", "grad_clip", "channels_last", "hot_negatives_suv",
+                 "compile"):
         value = getattr(args, name)
         if value is not None:
             setattr(config.train, name, value)
@@ -70,10 +71,16 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help=f"Adam learning rate (default {t.lr})")
     parser.add_argument("--weight-decay", type=float, help=f"Adam weight decay (default {t.weight_decay})")
     parser.add_argument("--lr-decay", type=float, help=f"learning-rate factor per epoch (default {t.lr_decay})")
+    parser.add_argument("--lr-schedule", choices=("exponential", "poly"),
+                        help=f"exponential: lr * lr-decay^epoch; poly: nnU-Net's (1 - progress)^0.9 down to 0 at "
+                             f"the last epoch or the end of --max-minutes (default {t.lr_schedule})")
     parser.add_argument("--channels-last", action="store_true", default=None,
                         help="channels-last memory layout (faster 3-D convolutions on CPUs)")
     parser.add_argument("--hot-negatives-suv", type=float,
                         help="also centre negative crops on non-lesion uptake >= this SUV (default: off, the paper's sampling)")
+    parser.add_argument("--compile", metavar="BACKEND",
+                        help="torch.compile the training network with this backend, e.g. inductor: fused kernels, "
+                             "faster steps after a one-off compilation of minutes on a CPU (default: off)")
     parser.add_argument("--grad-clip", type=float, help="cap on the gradient norm (default: none, as the paper)")
     parser.add_argument("--seed", type=int, help=f"seed of initialisation, sampling and augmentation (default {t.seed})")
     parser.add_argument("--max-minutes", type=float, help="stop after this wall time, still validating and saving (default: no limit)")

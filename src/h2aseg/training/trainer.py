@@ -5,7 +5,7 @@ One :class:`Trainer` runs one run folder::
     RUN_DIR/config.yaml      the resolved settings (the run can be redone from the folder alone)
     RUN_DIR/splits.json      the patient-grouped 6:2:2 split every model of a study shares
     RUN_DIR/metrics.csv      one row per epoch: loss, validation Dice, learning rate, seconds
-    RUN_DIR/last.pt          after every epoch (model, optimizer, scheduler, scaler, RNG, config)
+    RUN_DIR/last.pt          after every epoch (model, optimizer, schedule, seconds trained, scaler, RNG, config)
     RUN_DIR/best.pt          the epoch with the best validation Dice
     RUN_DIR/train_summary.json
 
@@ -50,6 +50,7 @@ from h2aseg.inference.predictor import (
 from h2aseg.training import distributed as dist_utils
 from h2aseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from h2aseg.training.losses import DeepSupervisionLoss
+from h2aseg.training.schedule import learning_rate
 
 # Lesion-free studies legitimately give no positive crop centre; MONAI warns on each of them.
 warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)
@@ -162,15 +163,26 @@ class Trainer:
         if t.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
         optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=t.lr_decay)
         scaler = torch.amp.GradScaler(self.ctx.device.type, enabled=self.amp and self.ctx.device.type == "cuda")
-        return model, optimizer, scheduler, scaler
+        return model, optimizer, scaler
+
+    def _set_learning_rate(self, optimizer, epoch: int, train_seconds: float) -> float:
+        t = self.config.train
+        lr = learning_rate(t.lr_schedule, t.lr, epoch, t.epochs, t.lr_decay, train_seconds,
+                           60 * t.max_minutes if t.max_minutes else None)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return lr
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
-        if not self.ctx.enabled:
-            return model
-        device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        """The module the training steps call: DDP when distributed, then torch.compile when asked."""
+        wrapped = model
+        if self.ctx.enabled:
+            device_ids = [self.ctx.device.index] if self.ctx.device.type == "cuda" else None
+            wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        if self.config.train.compile:
+            wrapped = torch.compile(wrapped, backend=self.config.train.compile)
+        return wrapped
 
     # ---------------------------------------------------------------------------------------- phases
     def _train_epoch(self, model, loader, transform, optimizer, scaler, loss_fn, epoch, deadline) -> tuple[float, int, bool]:
@@ -210,11 +222,15 @@ class Trainer:
             losses.append(loss.item())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             bar.update()
-            if deadline is not None and time.monotonic() > deadline:
+            if deadline is not None and self._out_of_time(deadline):
                 timed_out = True
                 break
         bar.close()
         return float(np.mean(losses)) if losses else float("nan"), len(losses), timed_out
+
+    def _out_of_time(self, deadline: float) -> bool:
+        """Whether the time budget is spent; under DDP rank 0 decides for all, so no rank waits alone."""
+        return bool(dist_utils.broadcast_object(self.ctx, time.monotonic() > deadline))
 
     @torch.no_grad()
     def _validate(self, model, cache, val_ids) -> float:
@@ -269,15 +285,15 @@ class Trainer:
         cache, train_ids, val_ids = self._prepare_data()
         self.log(f"{len(train_ids)} training and {len(val_ids)} validation cases; "
                  f"{self.config.model.name} on {self.ctx.device} (world size {self.ctx.world_size})")
-        model, optimizer, scheduler, scaler = self._build()
-        start_epoch, step, best, best_epoch = 0, 0, -math.inf, 0
+        model, optimizer, scaler = self._build()
+        start_epoch, step, best, best_epoch, train_seconds = 0, 0, -math.inf, 0, 0.0
         if self.resume and last_path.exists():
             state = load_checkpoint(last_path, map_location=self.ctx.device)
             if state["config"]["model"]["name"] != self.config.model.name:
                 raise ConfigError(f"{last_path} was trained as {state['config']['model']['name']}, not {self.config.model.name}")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
+            train_seconds = float(state.get("train_seconds", 0.0))
             if state.get("scaler"):
                 scaler.load_state_dict(state["scaler"])
             set_rng_state(state["rng"])
@@ -287,23 +303,25 @@ class Trainer:
         wrapped = self._wrap(model)
         loader, transform = self._loader(cache, train_ids)
         loss_fn = DeepSupervisionLoss(num_classes_for(self.config), t.deep_supervision_weights)
-        deadline = started + 60 * t.max_minutes if t.max_minutes else None
+        # The time budget covers the whole run: a resumed run gets what its earlier sessions left over.
+        deadline = time.monotonic() + max(0.0, 60 * t.max_minutes - train_seconds) if t.max_minutes else None
         board = self._tensorboard()
         stopped_by, epoch, epochs_run = "epochs", start_epoch, 0
         validating = bool(val_ids) and t.val_every > 0
         for epoch in range(start_epoch + 1, t.epochs + 1):
             epoch_start = time.monotonic()
+            lr = self._set_learning_rate(optimizer, epoch, train_seconds)
             train_loss, n_steps, timed_out = self._train_epoch(
                 wrapped, loader, transform, optimizer, scaler, loss_fn, epoch, deadline
             )
             step += n_steps
-            lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
             last = timed_out or epoch == t.epochs
             val_dice = float("nan")
             if self.ctx.is_main and validating and (epoch % t.val_every == 0 or last):
                 val_dice = self._validate(model, cache, val_ids)
             val_dice = dist_utils.broadcast_object(self.ctx, val_dice)
+            # Rank 0's clock decides, so every rank sets the same learning rate next epoch.
+            train_seconds = dist_utils.broadcast_object(self.ctx, train_seconds + time.monotonic() - epoch_start)
             improved = not math.isnan(val_dice) and val_dice > best
             if improved:
                 best, best_epoch = val_dice, epoch
@@ -311,7 +329,8 @@ class Trainer:
                 state = {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
+                    "scheduler": {"kind": t.lr_schedule, "lr": lr},
+                    "train_seconds": train_seconds,
                     "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                     "epoch": epoch,
                     "step": step,
