@@ -19,6 +19,7 @@ import time
 import torch
 
 from h2aseg.models.registry import build_model, get_entry, model_options_for
+from h2aseg.runtime import keep_freed_memory
 from h2aseg.training.losses import DeepSupervisionLoss
 
 
@@ -85,14 +86,18 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory layout")
     parser.add_argument("--compile", default="", metavar="BACKEND",
                         help="torch.compile the network with this backend, e.g. inductor (default: eager PyTorch)")
+    parser.add_argument("--system-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (default: h2aseg.runtime.keep_freed_memory, as the CLI does)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     get_entry(args.model)
+    kept = False if args.system_malloc else keep_freed_memory()
     report = {
         "model": args.model,
         "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "keep_freed_memory": kept,
         "results": [],
     }
     for text in args.patches:

@@ -14,6 +14,7 @@ import sys
 
 from h2aseg import __version__
 from h2aseg.errors import H2ASegError
+from h2aseg.runtime import keep_freed_memory
 
 #: Modules that register sub-commands, in the order they appear in ``h2aseg --help``.
 VERB_MODULES: tuple[str, ...] = (
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    keep_freed_memory()  # tensor memory is reused instead of faulted in again every step (h2aseg.runtime)
     try:
         return int(args.func(args) or 0)
     except H2ASegError as err:
