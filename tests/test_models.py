@@ -120,6 +120,20 @@ def test_training_mode_returns_five_levels_and_eval_mode_full_resolution():
     assert len(model.eval()(x, x, deep_supervision=True)) == 5
 
 
+def test_foreground_prior_sets_every_binary_head_bias():
+    torch.manual_seed(0)
+    model = H2ASeg(foreground_prior=0.01, **TINY).eval()
+    for head in model.heads.values():
+        torch.testing.assert_close(head.bias, torch.full_like(head.bias, math.log(0.01 / 0.99)))
+    x = torch.randn(1, 1, 32, 32, 32)
+    # Untrained, the network predicts mostly background instead of a coin flip everywhere.
+    assert torch.sigmoid(model(x, x)).mean() < 0.2
+    default_init = H2ASeg(foreground_prior=None, **TINY)
+    assert not torch.allclose(default_init.heads["1"].bias, model.heads["1"].bias)
+    with pytest.raises(ValueError, match="foreground_prior"):
+        H2ASeg(foreground_prior=1.5, **TINY)
+
+
 def test_deep_supervision_weights_and_perfect_prediction():
     assert PAPER_WEIGHTS == (5.0, 4.0, 3.0, 2.0, 1.0)
     label = torch.zeros(1, 1, 16, 16, 16)

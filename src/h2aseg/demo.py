@@ -11,7 +11,8 @@ Everything lands under one folder::
     OUT/report.md            the table and the pictures
 
 Demo settings differ from the paper's on purpose (minutes on two CPU cores instead of 200 GPU epochs):
-small channels, 32³ patches at the 4 mm PET grid, learning rate 1e-3; each is an option.
+small channels, 32³ patches at the 4 mm PET grid, learning rate 1e-3 annealed to 0 over the time budget
+(poly schedule); each is an option.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def write_report(out: Path, args, result, summary: dict, threshold: dict, figure
         f"{result.best_metric:.3f} at epoch {result.best_epoch}.",
         "",
         f"Settings (demo, not the paper's 200 GPU epochs): patch {'×'.join(map(str, args.patch))}, batch {args.batch}, "
-        f"channels {tuple(args.channels)}, Adam lr {args.lr:g}, gradient-norm cap {args.grad_clip:g}, dropout "
+        f"channels {tuple(args.channels)}, Adam lr {args.lr:g} ({args.lr_schedule} schedule), gradient-norm cap {args.grad_clip:g}, dropout "
         f"{args.dropout:g}, " + (f"negative crops also on non-lesion uptake ≥ SUV {args.hot_negatives_suv:g} (not in the paper)"
                                  if args.hot_negatives_suv else "the paper's pos 1 / neg 1 crops") + ".",
         "",
@@ -230,7 +231,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--grad-clip", type=float, default=12.0, help="cap on the gradient norm (nnU-Net's 12)")
     parser.add_argument("--batch", type=int, default=2, help="patches per optimizer step")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper's 1e-4 is for 200 GPU epochs)")
-    parser.add_argument("--lr-schedule", choices=("exponential", "poly"), default="exponential",
+    parser.add_argument("--lr-schedule", choices=("exponential", "poly"), default="poly",
                         help="exponential: x0.99 per epoch; poly: down to 0 at the end of --minutes")
     parser.add_argument("--minutes", type=float, default=12.0, help="training wall-time budget")
     parser.add_argument("--val-every", type=int, default=10, help="validate every N epochs")

@@ -24,6 +24,7 @@ applies MCSA at levels 2–3 only, with cubic 4×4×4 pooling kernels, and plain
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -65,6 +66,11 @@ class H2ASeg(nn.Module):
         attention_dropout: dropout on attention probabilities.
         tamw_reduction: hidden-width reduction of the TAMW MLPs.
         mcsa_residual: residual connections around the MCSA steps (see :mod:`h2aseg.models.mcsa`).
+        foreground_prior: binary output only: start every head's bias at logit(prior), so an untrained
+            network predicts a foreground probability of ``prior`` everywhere instead of 0.5 (the prior
+            initialisation of Lin et al., "Focal Loss", 2017; not specified by the paper). Tumour is a
+            small fraction of a PET/CT patch, so training does not spend its first steps unlearning
+            foreground everywhere, and TAMW's P̃ starts near background. None keeps PyTorch's default.
 
     ``forward(ct, pet)`` takes two tensors (B, in_channels, H, W, D), with H, W, D divisible by 16 and
     tiled by the windows. It returns the five deep-supervision logits [P^1, …, P^5] (P^k at 1/2^(k-1)
@@ -86,6 +92,7 @@ class H2ASeg(nn.Module):
         attention_dropout: float = 0.0,
         tamw_reduction: int = 4,
         mcsa_residual: bool = True,
+        foreground_prior: float | None = 0.01,
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -121,6 +128,11 @@ class H2ASeg(nn.Module):
                 self.tamw[str(k)] = TAMW(here + below, tamw_reduction)
             self.decode[str(k)] = ResidualBlock(here + below, here, dropout=dropout)
         self.heads = nn.ModuleDict({str(k): nn.Conv3d(2 * channels[k - 1], num_classes, 1) for k in range(1, 6)})
+        if foreground_prior is not None and num_classes == 1:
+            if not 0.0 < foreground_prior < 1.0:
+                raise ValueError(f"foreground_prior must lie in (0, 1), got {foreground_prior}")
+            for head in self.heads.values():
+                nn.init.constant_(head.bias, math.log(foreground_prior / (1.0 - foreground_prior)))
 
     # ----------------------------------------------------------------------------------------- checks
     def _per_level_windows(self, window_size) -> tuple[Size3, ...]:

@@ -162,7 +162,8 @@ class Trainer:
         model = build_network(self.config).to(self.ctx.device)
         if t.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
-        optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        # The fused kernel updates all parameters in one pass (CPU and CUDA; ~6 % of a small CPU step).
+        optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
         scaler = torch.amp.GradScaler(self.ctx.device.type, enabled=self.amp and self.ctx.device.type == "cuda")
         return model, optimizer, scaler
 
