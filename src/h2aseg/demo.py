@@ -31,6 +31,7 @@ from h2aseg.data.synthetic import generate_cohort
 from h2aseg.evaluation.evaluate import evaluate_folders
 from h2aseg.evaluation.report import format_mean_std
 from h2aseg.inference.predictor import PredictOptions, load_trained_model, predict_cases, threshold_mask
+from h2aseg.training.schedule import SCHEDULES
 from h2aseg.training.trainer import Trainer
 from h2aseg.viz.cli import load_case
 from h2aseg.viz.curves import training_curves
@@ -231,7 +232,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--grad-clip", type=float, default=12.0, help="cap on the gradient norm (nnU-Net's 12)")
     parser.add_argument("--batch", type=int, default=2, help="patches per optimizer step")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper's 1e-4 is for 200 GPU epochs)")
-    parser.add_argument("--lr-schedule", choices=("exponential", "poly"), default="poly",
+    parser.add_argument("--lr-schedule", choices=SCHEDULES, default="poly",
                         help="exponential: x0.99 per epoch; poly: down to 0 at the end of --minutes")
     parser.add_argument("--minutes", type=float, default=12.0, help="training wall-time budget")
     parser.add_argument("--val-every", type=int, default=10, help="validate every N epochs")

@@ -5,9 +5,12 @@ PyTorch's CPU allocator asks glibc's ``malloc`` for every tensor. glibc serves b
 unmaps them on free, so every training step makes the kernel fault in and zero the same gigabytes again:
 at 64×64×32 we measured ~400,000 minor page faults and 1.3 CPU-seconds of kernel time per H2ASeg step
 (`benchmarks/results/speed_cpu.md`). :func:`keep_freed_memory` tells glibc to serve all blocks from its
-heap and never trim it, so after the first steps the memory is reused without faults (4,800 per step).
+heap and never trim it, so after the first steps the memory is reused without faults (4,100–4,800 per
+step).
 The price: the process keeps its high-water mark until it ends, and the heap may hold some fragmentation
-(at 64×64×32 the resident memory settled at 1.9 GB after the second step, against a 1.8 GB peak without). Other C libraries (musl, macOS) are left alone; ``H2ASEG_SYSTEM_MALLOC=1`` opts out.
+(at 64×64×32 the resident memory settled at 1.9 GB after the second step, against a 1.8 GB peak
+without; at 128×128×64 eager, 11.8 GB against 8.0 GB). Other C libraries (musl, macOS) are left alone;
+``H2ASEG_SYSTEM_MALLOC=1`` opts out.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Checkpoints that hold tensors and plain data only, written atomically, read with ``weights_only=True``.
 
-A checkpoint is a dict: ``model`` (state dict), ``optimizer``, ``scheduler`` (schedule kind and the
-epoch's learning rate), ``train_seconds`` (training time so far), ``scaler`` (AMP, may be
-None), ``epoch`` (last finished epoch, 1-based), ``step``, ``best_metric``, ``best_epoch``, ``rng``
+A checkpoint is a dict: ``model`` (state dict), ``optimizer`` (its param groups hold the epoch's learning
+rate), ``train_seconds`` (training time so far; with the epoch and the config it gives the next learning
+rate, see :mod:`h2aseg.training.schedule`), ``scaler`` (AMP, may be None), ``epoch`` (last finished epoch, 1-based), ``step``, ``best_metric``, ``best_epoch``, ``rng``
 (Python, NumPy and torch generator states as lists/tensors) and ``config`` (the run's config as a dict).
 Opening one made by someone else never runs code: ``torch.load(..., weights_only=True)`` only builds
 tensors and plain containers.

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from h2aseg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from h2aseg.data.layouts import LAYOUTS
+from h2aseg.training.schedule import SCHEDULES
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -28,9 +29,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         config.model.options["channels"] = list(args.channels)
     if args.model_options is not None:
         config.model.options.update(json.loads(args.model_options))
-    for name in ("epochs", "batch", "seed", "lr", "weight_decay", "lr_decay", "lr_schedule", "steps_per_epoch", "max_minutes",
-                 "samples_per_volume", "num_workers", "amp", "device", "val_every", "sw_overlap", "grad_clip", "channels_last", "hot_negatives_suv",
-                 "compile"):
+    for name in ("epochs", "batch", "seed", "lr", "weight_decay", "lr_decay", "lr_schedule", "steps_per_epoch",
+                 "max_minutes", "samples_per_volume", "num_workers", "amp", "device", "val_every", "sw_overlap",
+                 "grad_clip", "channels_last", "hot_negatives_suv", "compile"):
         value = getattr(args, name)
         if value is not None:
             setattr(config.train, name, value)
@@ -71,7 +72,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float, help=f"Adam learning rate (default {t.lr})")
     parser.add_argument("--weight-decay", type=float, help=f"Adam weight decay (default {t.weight_decay})")
     parser.add_argument("--lr-decay", type=float, help=f"learning-rate factor per epoch (default {t.lr_decay})")
-    parser.add_argument("--lr-schedule", choices=("exponential", "poly"),
+    parser.add_argument("--lr-schedule", choices=SCHEDULES,
                         help=f"exponential: lr * lr-decay^epoch; poly: nnU-Net's (1 - progress)^0.9 down to 0 at "
                              f"the last epoch or the end of --max-minutes (default {t.lr_schedule})")
     parser.add_argument("--channels-last", action="store_true", default=None,

@@ -5,7 +5,7 @@ One :class:`Trainer` runs one run folder::
     RUN_DIR/config.yaml      the resolved settings (the run can be redone from the folder alone)
     RUN_DIR/splits.json      the patient-grouped 6:2:2 split every model of a study shares
     RUN_DIR/metrics.csv      one row per epoch: loss, validation Dice, learning rate, seconds
-    RUN_DIR/last.pt          after every epoch (model, optimizer, schedule, seconds trained, scaler, RNG, config)
+    RUN_DIR/last.pt          after every epoch (model, optimizer, seconds trained, scaler, RNG, config)
     RUN_DIR/best.pt          the epoch with the best validation Dice
     RUN_DIR/train_summary.json
 
@@ -167,10 +167,15 @@ class Trainer:
         scaler = torch.amp.GradScaler(self.ctx.device.type, enabled=self.amp and self.ctx.device.type == "cuda")
         return model, optimizer, scaler
 
+    @property
+    def _budget_seconds(self) -> float | None:
+        """The run's time budget (``max_minutes``) in seconds, None without one."""
+        minutes = self.config.train.max_minutes
+        return 60.0 * minutes if minutes else None
+
     def _set_learning_rate(self, optimizer, epoch: int, train_seconds: float) -> float:
         t = self.config.train
-        lr = learning_rate(t.lr_schedule, t.lr, epoch, t.epochs, t.lr_decay, train_seconds,
-                           60 * t.max_minutes if t.max_minutes else None)
+        lr = learning_rate(t.lr_schedule, t.lr, epoch, t.epochs, t.lr_decay, train_seconds, self._budget_seconds)
         for group in optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -305,7 +310,8 @@ class Trainer:
         loader, transform = self._loader(cache, train_ids)
         loss_fn = DeepSupervisionLoss(num_classes_for(self.config), t.deep_supervision_weights)
         # The time budget covers the whole run: a resumed run gets what its earlier sessions left over.
-        deadline = time.monotonic() + max(0.0, 60 * t.max_minutes - train_seconds) if t.max_minutes else None
+        budget = self._budget_seconds
+        deadline = time.monotonic() + max(0.0, budget - train_seconds) if budget else None
         board = self._tensorboard()
         stopped_by, epoch, epochs_run = "epochs", start_epoch, 0
         validating = bool(val_ids) and t.val_every > 0
@@ -330,7 +336,6 @@ class Trainer:
                 state = {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
-                    "scheduler": {"kind": t.lr_schedule, "lr": lr},
                     "train_seconds": train_seconds,
                     "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                     "epoch": epoch,
