@@ -10,6 +10,7 @@ process's peak RSS during the run), and the parameter count.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import platform
 import resource
@@ -21,6 +22,7 @@ import torch
 from h2aseg.models.registry import build_model, get_entry, model_options_for
 from h2aseg.runtime import keep_freed_memory
 from h2aseg.training.losses import DeepSupervisionLoss
+from h2aseg.training.trainer import build_optimizer
 
 
 def peak_rss_mib() -> float:
@@ -28,14 +30,15 @@ def peak_rss_mib() -> float:
 
 
 def time_steps(name: str, patch: tuple[int, int, int], batch: int, warmup: int, repeats: int, device: str,
-               channels_last: bool = False, compile_backend: str = "") -> dict:
+               channels_last: bool = False, compile_backend: str = "", compile_options: dict | None = None) -> dict:
     torch.manual_seed(0)
     model = build_model(name, **model_options_for(name, {}, patch)).to(device).train()
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-5)
+    optimizer = build_optimizer(model, lr=1e-4, weight_decay=1e-5)  # what `h2aseg train` steps with
     loss_fn = DeepSupervisionLoss(1)
-    network = torch.compile(model, backend=compile_backend) if compile_backend else model
+    network = (torch.compile(model, backend=compile_backend, options=compile_options or None)
+               if compile_backend else model)
     ct = torch.randn(batch, 1, *patch, device=device).contiguous(memory_format=layout)
     pet = torch.randn(batch, 1, *patch, device=device).contiguous(memory_format=layout)
     label = (torch.rand(batch, 1, *patch, device=device) > 0.9).float()
@@ -61,6 +64,7 @@ def time_steps(name: str, patch: tuple[int, int, int], batch: int, warmup: int, 
         "patch": list(patch),
         "channels_last": channels_last,
         "compile": compile_backend or None,
+        "compile_options": compile_options or None,
         "first_step_s": round(first_step_s, 1),
         "batch": batch,
         "median_step_s": round(statistics.median(times), 4),
@@ -76,6 +80,17 @@ def time_steps(name: str, patch: tuple[int, int, int], batch: int, warmup: int, 
     return result
 
 
+def parse_option(text: str) -> tuple[str, object]:
+    """'key=value' -> (key, value), the value read as a Python literal where it is one (True, 4, 0.5)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--compile-option wants KEY=VALUE, got {text!r}")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="h2aseg")
@@ -86,11 +101,14 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory layout")
     parser.add_argument("--compile", default="", metavar="BACKEND",
                         help="torch.compile the network with this backend, e.g. inductor (default: eager PyTorch)")
+    parser.add_argument("--compile-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an inductor option for torch.compile, e.g. aggressive_fusion=True (repeatable)")
     parser.add_argument("--system-malloc", action="store_true",
                         help="leave glibc's malloc as it is (default: h2aseg.runtime.keep_freed_memory, as the CLI does)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     get_entry(args.model)
+    compile_options = dict(parse_option(text) for text in args.compile_option)
     kept = False if args.system_malloc else keep_freed_memory()
     report = {
         "model": args.model,
@@ -103,7 +121,7 @@ def main() -> None:
     for text in args.patches:
         patch = tuple(int(v) for v in text.split(","))
         report["results"].append(time_steps(args.model, patch, args.batch, args.warmup, args.repeats, args.device,
-                                                 args.channels_last, args.compile))
+                                                 args.channels_last, args.compile, compile_options))
         print(json.dumps(report["results"][-1]), flush=True)
     print(json.dumps(report, indent=2))
 

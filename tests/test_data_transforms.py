@@ -82,3 +82,20 @@ def test_hot_negative_sampling_centres_some_crops_on_uptake_outside_lesions():
     assert hits_hot >= 10 > hits_paper  # 1 in 4 crops aims at the organ; random negatives rarely do
     assert sum(int(p["label"].sum() > 0) for p in patches) >= 20  # lesion crops keep about half
     assert all("sampling" not in p for p in patches)
+
+
+def test_training_pipeline_skips_meta_tracking_without_changing_the_patches():
+    from monai.data import get_track_meta
+    from monai.transforms import Compose
+
+    tracked = Compose(train_transforms((12, 12, 8), rotate_prob=1.0).transforms)  # same steps, MetaTensors on
+    plain = train_transforms((12, 12, 8), rotate_prob=1.0)
+    tracked.set_random_state(seed=3)
+    plain.set_random_state(seed=3)
+    assert get_track_meta()
+    expected, got = tracked(_item()), plain(_item())
+    assert get_track_meta(), "the global MONAI setting must be restored"
+    for want, have in zip(expected, got):
+        for key in ("ct", "pet", "label"):
+            assert type(have[key]) is torch.Tensor
+            torch.testing.assert_close(have[key], want[key].as_tensor() if hasattr(want[key], "as_tensor") else want[key])

@@ -12,7 +12,7 @@ Everything lands under one folder::
 
 Demo settings differ from the paper's on purpose (minutes on two CPU cores instead of 200 GPU epochs):
 small channels, 32³ patches at the 4 mm PET grid, learning rate 1e-3 annealed to 0 over the time budget
-(poly schedule); each is an option.
+(poly schedule), no rotation augmentation (the synthetic bodies are all upright); each is an option.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ def demo_config(args: argparse.Namespace, cohort: Path) -> RunConfig:
     t.epochs, t.patch, t.lr, t.seed, t.lr_schedule = 1000, list(args.patch), args.lr, args.seed, args.lr_schedule
     t.max_minutes, t.val_every, t.batch, t.grad_clip = args.minutes, args.val_every, args.batch, args.grad_clip
     t.channels_last, t.hot_negatives_suv = True, (args.hot_negatives_suv or None)
+    t.rotate_prob = args.rotate_prob
     return config
 
 
@@ -125,7 +126,7 @@ def write_report(out: Path, args, result, summary: dict, threshold: dict, figure
         "",
         f"Settings (demo, not the paper's 200 GPU epochs): patch {'×'.join(map(str, args.patch))}, batch {args.batch}, "
         f"channels {tuple(args.channels)}, Adam lr {args.lr:g} ({args.lr_schedule} schedule), gradient-norm cap {args.grad_clip:g}, dropout "
-        f"{args.dropout:g}, " + (f"negative crops also on non-lesion uptake ≥ SUV {args.hot_negatives_suv:g} (not in the paper)"
+        f"{args.dropout:g}, axial rotation with probability {args.rotate_prob:g}, " + (f"negative crops also on non-lesion uptake ≥ SUV {args.hot_negatives_suv:g} (not in the paper)"
                                  if args.hot_negatives_suv else "the paper's pos 1 / neg 1 crops") + ".",
         "",
         f"**Test Dice over lesion-positive studies: {100 * dice['mean']:.1f} ± {100 * dice['std']:.1f} %** "
@@ -221,7 +222,8 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (rerun resumes the training)")
-    parser.add_argument("--cases", type=int, default=40, help="synthetic studies to generate")
+    parser.add_argument("--cases", type=int, default=60,
+                        help="synthetic studies to generate (60: about 8 lesion-positive studies in the test split)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cohort, split and training")
     parser.add_argument("--model", default="h2aseg", help="registered network to train")
     parser.add_argument("--channels", type=int, nargs="+", default=[4, 8, 16, 32, 64], help="network channels per level")
@@ -229,12 +231,15 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--dropout", type=float, default=0.0, help="dropout inside the network (short runs learn faster without)")
     parser.add_argument("--hot-negatives-suv", type=float, default=0.0,
                         help="also centre negative crops on non-lesion uptake >= this SUV (0 = the paper's pos/neg crops)")
+    parser.add_argument("--rotate-prob", type=float, default=0.0,
+                        help="probability of the ±45° axial rotation per patch (`h2aseg train` and the release: 0.8; the "
+                             "synthetic bodies are never rotated, and a short run learns faster without it)")
     parser.add_argument("--grad-clip", type=float, default=12.0, help="cap on the gradient norm (nnU-Net's 12)")
     parser.add_argument("--batch", type=int, default=2, help="patches per optimizer step")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper's 1e-4 is for 200 GPU epochs)")
     parser.add_argument("--lr-schedule", choices=SCHEDULES, default="poly",
                         help="exponential: x0.99 per epoch; poly: down to 0 at the end of --minutes")
-    parser.add_argument("--minutes", type=float, default=12.0, help="training wall-time budget")
-    parser.add_argument("--val-every", type=int, default=10, help="validate every N epochs")
+    parser.add_argument("--minutes", type=float, default=11.5, help="training wall-time budget (validation included)")
+    parser.add_argument("--val-every", type=int, default=20, help="validate every N epochs (and at the end)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)

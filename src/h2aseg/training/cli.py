@@ -31,7 +31,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         config.model.options.update(json.loads(args.model_options))
     for name in ("epochs", "batch", "seed", "lr", "weight_decay", "lr_decay", "lr_schedule", "steps_per_epoch",
                  "max_minutes", "samples_per_volume", "num_workers", "amp", "device", "val_every", "sw_overlap",
-                 "grad_clip", "channels_last", "hot_negatives_suv", "compile"):
+                 "grad_clip", "channels_last", "hot_negatives_suv", "compile", "rotate_prob", "rotate_degrees"):
         value = getattr(args, name)
         if value is not None:
             setattr(config.train, name, value)
@@ -77,6 +77,10 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
                              f"the last epoch or the end of --max-minutes (default {t.lr_schedule})")
     parser.add_argument("--channels-last", action="store_true", default=None,
                         help="channels-last memory layout (faster 3-D convolutions on CPUs)")
+    parser.add_argument("--rotate-prob", type=float,
+                        help=f"probability of the random rotation about the axial axis per patch (default {t.rotate_prob})")
+    parser.add_argument("--rotate-degrees", type=float,
+                        help=f"largest angle of that rotation in degrees (default {t.rotate_degrees})")
     parser.add_argument("--hot-negatives-suv", type=float,
                         help="also centre negative crops on non-lesion uptake >= this SUV (default: off, the paper's sampling)")
     parser.add_argument("--compile", metavar="BACKEND",

@@ -81,6 +81,11 @@ class TrainResult:
     seconds: float
 
 
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adam with the fused kernel: all parameters updated in one pass (CPU and CUDA; ~6 % of a small CPU step)."""
+    return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
+
+
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed * 100_003 + epoch * 1_009 + rank * 7_919) % (2**31 - 1)
 
@@ -162,8 +167,7 @@ class Trainer:
         model = build_network(self.config).to(self.ctx.device)
         if t.channels_last:
             model = model.to(memory_format=torch.channels_last_3d)
-        # The fused kernel updates all parameters in one pass (CPU and CUDA; ~6 % of a small CPU step).
-        optimizer = torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=True)
+        optimizer = build_optimizer(model, t.lr, t.weight_decay)
         scaler = torch.amp.GradScaler(self.ctx.device.type, enabled=self.amp and self.ctx.device.type == "cuda")
         return model, optimizer, scaler
 
