@@ -76,6 +76,12 @@ def test_existing_run_is_not_overwritten_without_resume(cohort, tmp_path):
     assert (tmp_path / "run" / "last.pt").read_bytes() == before
 
 
+def test_rotation_probability_outside_0_1_is_refused_before_training(cohort, tmp_path, capsys):
+    assert train(cohort, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--rotate-prob", "1.5") == 2
+    assert "rotate_prob must lie in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 def test_killed_training_resumes_from_its_last_checkpoint(cohort, tmp_path):
     out, cache = tmp_path / "run", tmp_path / "cache"
     cmd = [sys.executable, "-m", "h2aseg", "train", "--data", str(cohort), "--out", str(out), "--cache", str(cache),
@@ -144,3 +150,19 @@ def test_two_process_ddp_training_keeps_ranks_identical(cohort, tmp_path):
     digests = summary["parameter_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
     assert load_checkpoint(out / "last.pt")["epoch"] == 2
+
+
+def test_two_process_ddp_training_stops_together_when_the_time_budget_ends(cohort, tmp_path):
+    out = tmp_path / "ddp_budget"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "h2aseg",
+           "train", "--data", str(cohort), "--out", str(out), "--cache", str(tmp_path / "cache"), *TINY_TRAIN,
+           "--epochs", "5", "--max-minutes", "0.0001", "--device", "cpu"]
+    # rank 0's clock ends the run after its first step; a rank that went on alone would hang in its next all-reduce
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["stopped_by"] == "time budget"
+    digests = summary["parameter_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    assert load_checkpoint(out / "last.pt")["epoch"] == 1

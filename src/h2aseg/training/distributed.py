@@ -70,6 +70,15 @@ def broadcast_object(ctx: DistContext, value):
     return box[0]
 
 
+def broadcast_flag(ctx: DistContext, flag: bool) -> bool:
+    """Rank 0's ``flag`` on every rank: one 1-element broadcast, no pickling (cheap enough for every step)."""
+    if not ctx.enabled:
+        return flag
+    box = torch.tensor([1 if flag else 0], dtype=torch.int32, device=ctx.device)
+    dist.broadcast(box, src=0)
+    return bool(box.item())
+
+
 def parameter_digest(model: torch.nn.Module) -> str:
     """SHA-1 of all parameters' bytes: equal digests mean bit-identical weights."""
     digest = hashlib.sha1()

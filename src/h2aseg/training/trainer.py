@@ -99,6 +99,9 @@ class Trainer:
         train = config.train
         if train.batch < 1 or train.samples_per_volume < 1 or train.epochs < 1:
             raise ConfigError("batch, samples_per_volume and epochs must all be at least 1")
+        if not 0.0 <= train.rotate_prob <= 1.0 or train.rotate_degrees < 0:
+            raise ConfigError(f"rotate_prob must lie in [0, 1] and rotate_degrees be >= 0, got {train.rotate_prob} "
+                              f"and {train.rotate_degrees}")
         self.volumes_per_step = max(1, math.ceil(train.batch / train.samples_per_volume))
         self.amp = train.amp == "on" or (train.amp == "auto" and self.ctx.device.type == "cuda")
 
@@ -240,7 +243,7 @@ class Trainer:
 
     def _out_of_time(self, deadline: float) -> bool:
         """Whether the time budget is spent; under DDP rank 0 decides for all, so no rank waits alone."""
-        return bool(dist_utils.broadcast_object(self.ctx, time.monotonic() > deadline))
+        return dist_utils.broadcast_flag(self.ctx, time.monotonic() > deadline)
 
     @torch.no_grad()
     def _validate(self, model, cache, val_ids) -> float:
