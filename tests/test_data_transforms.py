@@ -88,14 +88,21 @@ def test_training_pipeline_skips_meta_tracking_without_changing_the_patches():
     from monai.data import get_track_meta
     from monai.transforms import Compose
 
-    tracked = Compose(train_transforms((12, 12, 8), rotate_prob=1.0).transforms)  # same steps, MetaTensors on
-    plain = train_transforms((12, 12, 8), rotate_prob=1.0)
+    def tracking_seen(seen: list):  # a last step that records, per patch, whether MONAI tracks metadata
+        return lambda samples: seen.append(get_track_meta()) or samples
+
+    seen_tracked, seen_plain = [], []
+    plain_pipeline = train_transforms((12, 12, 8), rotate_prob=1.0)
+    tracked_steps = train_transforms((12, 12, 8), rotate_prob=1.0).transforms  # own random states
+    tracked = Compose([*tracked_steps, tracking_seen(seen_tracked)])  # same steps, MetaTensors on
+    plain = type(plain_pipeline)([*plain_pipeline.transforms, tracking_seen(seen_plain)])
     tracked.set_random_state(seed=3)
     plain.set_random_state(seed=3)
     assert get_track_meta()
     expected, got = tracked(_item()), plain(_item())
+    assert seen_tracked and set(seen_tracked) == {True} and seen_plain and set(seen_plain) == {False}
     assert get_track_meta(), "the global MONAI setting must be restored"
     for want, have in zip(expected, got):
         for key in ("ct", "pet", "label"):
             assert type(have[key]) is torch.Tensor
-            torch.testing.assert_close(have[key], want[key].as_tensor() if hasattr(want[key], "as_tensor") else want[key])
+            torch.testing.assert_close(have[key], want[key])

@@ -8,8 +8,8 @@ at 64×64×32 we measured ~400,000 minor page faults and 1.3 CPU-seconds of kern
 heap and never trim it, so after the first steps the memory is reused without faults (4,100–4,800 per
 step).
 The price: the process keeps its high-water mark until it ends, and the heap may hold some fragmentation
-(at 64×64×32 the resident memory settled at 1.9 GB after the second step, against a 1.8 GB peak
-without; at 128×128×64 eager, 11.8 GB against 8.0 GB). Other C libraries (musl, macOS) are left alone;
+(peak resident memory of an eager step, `speed_cpu.md`: 2.0 GB against 1.7 GB at 64×64×32, 11.8 GB
+against 8.0 GB at 128×128×64). Other C libraries (musl, macOS) are left alone;
 ``H2ASEG_SYSTEM_MALLOC=1`` opts out.
 """
 

@@ -2,8 +2,9 @@
 
 A checkpoint is a dict: ``model`` (state dict), ``optimizer`` (its param groups hold the epoch's learning
 rate), ``train_seconds`` (training time so far; with the epoch and the config it gives the next learning
-rate, see :mod:`h2aseg.training.schedule`), ``scaler`` (AMP, may be None), ``epoch`` (last finished epoch, 1-based), ``step``, ``best_metric``, ``best_epoch``, ``rng``
-(Python, NumPy and torch generator states as lists/tensors) and ``config`` (the run's config as a dict).
+rate, see :mod:`h2aseg.training.schedule`), ``scaler`` (AMP, may be None), ``epoch`` (last finished epoch,
+1-based), ``step``, ``best_metric``, ``best_epoch``, ``rng`` (Python, NumPy and torch generator states as
+lists/tensors) and ``config`` (the run's config as a dict).
 Opening one made by someone else never runs code: ``torch.load(..., weights_only=True)`` only builds
 tensors and plain containers.
 """

@@ -316,9 +316,10 @@ class Trainer:
         wrapped = self._wrap(model)
         loader, transform = self._loader(cache, train_ids)
         loss_fn = DeepSupervisionLoss(num_classes_for(self.config), t.deep_supervision_weights)
-        # The time budget covers the whole run: a resumed run gets what its earlier sessions left over.
-        budget = self._budget_seconds
-        deadline = time.monotonic() + max(0.0, budget - train_seconds) if budget else None
+        # One clock for the time budget and the schedule: seconds trained = earlier sessions' + this one's,
+        # so a resumed run gets what its earlier sessions left over and poly reaches 0 at the deadline.
+        budget, earlier_seconds, session_start = self._budget_seconds, train_seconds, time.monotonic()
+        deadline = session_start + max(0.0, budget - earlier_seconds) if budget else None
         board = self._tensorboard()
         stopped_by, epoch, epochs_run = "epochs", start_epoch, 0
         validating = bool(val_ids) and t.val_every > 0
@@ -335,7 +336,7 @@ class Trainer:
                 val_dice = self._validate(model, cache, val_ids)
             val_dice = dist_utils.broadcast_object(self.ctx, val_dice)
             # Rank 0's clock decides, so every rank sets the same learning rate next epoch.
-            train_seconds = dist_utils.broadcast_object(self.ctx, train_seconds + time.monotonic() - epoch_start)
+            train_seconds = dist_utils.broadcast_object(self.ctx, earlier_seconds + time.monotonic() - session_start)
             improved = not math.isnan(val_dice) and val_dice > best
             if improved:
                 best, best_epoch = val_dice, epoch
