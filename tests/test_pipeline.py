@@ -119,13 +119,31 @@ def test_predict_writes_labels_on_the_input_pet_grid_and_evaluate_scores_them(co
         assert pred.GetOrigin() == pytest.approx(pet.GetOrigin())
         assert pred.GetDirection() == pytest.approx(pet.GetDirection())
         assert set(sitk.GetArrayViewFromImage(pred).ravel().tolist()) <= {0, 1}
-        prob = sitk.ReadImage(str(tmp_path / "pred" / "probabilities" / f"{case_id}.nii.gz"))
-        assert 0.0 <= sitk.GetArrayViewFromImage(prob).min() <= sitk.GetArrayViewFromImage(prob).max() <= 1.0
+        prob = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pred" / "probabilities" / f"{case_id}.nii.gz")))
+        assert 0.0 <= prob.min() <= prob.max() <= 1.0
+        # the saved probabilities are the ones the labels came from: thresholding them gives the saved label
+        # (before the fix a second sigmoid put every value in [0.5, 0.73], so every voxel thresholded to 1)
+        assert ((prob > 0.5) == (sitk.GetArrayViewFromImage(pred) > 0)).all()
+        assert prob.min() < 0.5
     capsys.readouterr()
     assert cli_main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(cohort), "--layout", "autopet",
                      "--out", str(tmp_path / "eval"), "--no-progress"]) == 0
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["n_cases"] == len(splits["test"])
+
+
+def test_a_run_whose_validation_never_rises_above_zero_is_predicted_with_last_pt(cohort, tmp_path, caplog):
+    run = tmp_path / "run"
+    # lr 0: the heads stay at their 1 % foreground prior, so nothing is predicted and validation Dice is 0
+    assert train(cohort, run, tmp_path / "cache", "--epochs", "2", "--lr", "0") == 0
+    rows = (run / "metrics.csv").read_text().strip().splitlines()[1:]
+    assert [float(r.split(",")[3]) for r in rows] == [0.0, 0.0]
+    assert not (run / "best.pt").exists()  # before: best.pt was epoch 1, the first validated epoch
+    from h2aseg.inference.predictor import resolve_checkpoint
+
+    with caplog.at_level("WARNING"):
+        assert resolve_checkpoint(run) == run / "last.pt"
+    assert "using last.pt" in caplog.text
 
 
 def test_predict_reports_a_bad_case_and_goes_on(cohort, tmp_path, capsys):

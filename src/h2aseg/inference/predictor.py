@@ -9,6 +9,7 @@ augmented full-volume copy is made; MONAI accumulates one probability volume on 
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,10 @@ from h2aseg.data.layouts import Case
 from h2aseg.data.preprocess import PreprocessConfig, preprocess_case, restore_to_original
 from h2aseg.errors import DataError, H2ASegError
 from h2aseg.models.baselines.threshold import THRESHOLD_METHODS
-from h2aseg.models.h2aseg import foreground_probability
 from h2aseg.models.registry import build_model, model_options_for
 from h2aseg.training.checkpoint import load_checkpoint
+
+logger = logging.getLogger(__name__)
 
 #: Flip sets of mirror TTA: all subsets of the three spatial axes of a (B, C, H, W, D) tensor.
 MIRROR_AXES: tuple[tuple[int, ...], ...] = tuple(
@@ -44,6 +46,17 @@ def probabilities_to_label(probabilities: torch.Tensor) -> torch.Tensor:
     if probabilities.shape[0] == 1:
         return (probabilities[0] > 0.5).to(torch.uint8)
     return probabilities.argmax(0).to(torch.uint8)
+
+
+def foreground_from_probabilities(probabilities: torch.Tensor) -> torch.Tensor:
+    """(K, ...) class probabilities -> (...) foreground probability: the channel for K = 1, 1 − background else.
+
+    Thresholding it at 0.5 gives the label of :func:`probabilities_to_label` for K = 1 (and any non-background
+    class beats background wherever it is above 0.5 for K > 1).
+    """
+    if probabilities.shape[0] == 1:
+        return probabilities[0]
+    return 1.0 - probabilities[0]
 
 
 @torch.no_grad()
@@ -104,12 +117,18 @@ class LoadedModel:
 
 
 def resolve_checkpoint(path: Path) -> Path:
-    """A run folder gives its ``best.pt`` (or ``last.pt``); a file is taken as it is."""
+    """A run folder gives its ``best.pt`` (or ``last.pt``, saying so); a file is taken as it is.
+
+    The trainer writes ``best.pt`` only for a validation Dice above 0, so a run whose validation never
+    rose above 0 is predicted with its last weights rather than with its first validated epoch.
+    """
     path = Path(path)
     if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / name).is_file():
-                return path / name
+        if (path / "best.pt").is_file():
+            return path / "best.pt"
+        if (path / "last.pt").is_file():
+            logger.warning("%s has no best.pt (validation never rose above Dice 0, or was off): using last.pt", path)
+            return path / "last.pt"
         raise DataError(f"run folder {path} holds no best.pt or last.pt: train first or give a checkpoint file")
     return path
 
@@ -158,7 +177,9 @@ def predict_case(loaded: LoadedModel, case: Case, out_dir: Path, options: Predic
     target = Path(out_dir) / f"{case.case_id}{options.file_ending}"
     write_image(restore_to_original(label, data["meta"], is_label=True), target)
     if options.save_probabilities:
-        foreground = foreground_probability(probabilities[None])[0, 0].numpy()
+        # ``probabilities`` are already softmax/sigmoid outputs: the foreground map is taken from them
+        # directly (sigmoid channel, or 1 − background), never passed through an activation again.
+        foreground = foreground_from_probabilities(probabilities).numpy()
         write_image(
             restore_to_original(foreground, data["meta"], is_label=False),
             Path(out_dir) / "probabilities" / f"{case.case_id}{options.file_ending}",

@@ -337,7 +337,9 @@ class Trainer:
             val_dice = dist_utils.broadcast_object(self.ctx, val_dice)
             # Rank 0's clock decides, so every rank sets the same learning rate next epoch.
             train_seconds = dist_utils.broadcast_object(self.ctx, earlier_seconds + time.monotonic() - session_start)
-            improved = not math.isnan(val_dice) and val_dice > best
+            # A Dice of 0 is never "best": a run whose validation never rises above 0 keeps no best.pt, and
+            # `predict` then takes last.pt (the most-trained weights) instead of the first validated epoch.
+            improved = not math.isnan(val_dice) and val_dice > max(best, 0.0)
             if improved:
                 best, best_epoch = val_dice, epoch
             if self.ctx.is_main:
@@ -374,6 +376,8 @@ class Trainer:
                 break
         if board is not None:
             board.close()
+        if validating and self.ctx.is_main and not best > 0.0:
+            self.log("validation Dice never rose above 0: no best.pt was written; predict will use last.pt")
         result = TrainResult(epochs_run, epoch, best if best > -math.inf else float("nan"), best_epoch, stopped_by,
                              round(time.monotonic() - started, 1))
         digests = dist_utils.gather_digests(self.ctx, model)
