@@ -57,11 +57,13 @@ class TrainConfig:
     non-lesion tissue at or above this SUV (lesion : body : hot = 2 : 1 : 1). ``amp``: auto (on for CUDA) | on | off.
     ``lr_schedule``: ``exponential`` (``lr · lr_decay^epoch``) or ``poly`` (nnU-Net's, to 0 at the last
     epoch or at the end of ``max_minutes``, whichever comes first); see :mod:`h2aseg.training.schedule`.
+    ``protocol`` records the named preset the run started from (:mod:`h2aseg.training.protocols`).
     ``compile`` names a ``torch.compile`` backend (``inductor`` fuses normalisation, activation and
     element-wise work into generated kernels) for the training forward/backward; None runs eager PyTorch.
     Validation and checkpoints always use the plain module, so checkpoints load without compiling.
     """
 
+    protocol: str = "paper"
     epochs: int = 200
     steps_per_epoch: int | None = None
     batch: int = 2

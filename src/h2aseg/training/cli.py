@@ -8,12 +8,15 @@ from pathlib import Path
 
 from h2aseg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from h2aseg.data.layouts import LAYOUTS
+from h2aseg.training.protocols import PROTOCOLS, apply_protocol
 from h2aseg.training.schedule import SCHEDULES
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The run's config: ``--config`` (YAML) if given, then every option set on the command line."""
     config = RunConfig.load(Path(args.config)) if args.config else RunConfig()
+    if getattr(args, "protocol", None) is not None:
+        apply_protocol(config, args.protocol)
     if args.data is not None:
         config.data.root = str(args.data)
     for name in ("layout", "label_mode"):
@@ -55,6 +58,10 @@ def run(args: argparse.Namespace) -> int:
 def add_training_options(parser: argparse.ArgumentParser) -> None:
     d, m, t = DataConfig(), ModelConfig(), TrainConfig()
     parser.add_argument("--data", type=Path, help="dataset root (or manifest CSV/JSON)")
+    parser.add_argument("--protocol", choices=tuple(PROTOCOLS),
+                        help="named preset the other options start from: "
+                             + "; ".join(f"{p.name}: {p.description}" for p in PROTOCOLS.values())
+                             + f" (default {t.protocol})")
     parser.add_argument("--layout", choices=LAYOUTS, help=f"dataset layout (default {d.layout})")
     parser.add_argument("--label-mode", choices=("binary", "multiclass"),
                         help=f"binary lesion masks or HECKTOR classes (default {d.label_mode})")
