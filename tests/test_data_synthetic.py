@@ -105,3 +105,19 @@ def test_synth_verb_writes_and_summarises(tmp_path, capsys):
     assert "wrote 2 autopet studies" in out and "lesion-positive studies" in out
     with pytest.raises(SystemExit):
         h2aseg_main(["synth", "--kind", "nope", "--out", str(tmp_path)])
+
+
+def test_lesion_size_presets_draw_volumes_in_their_ranges():
+    from h2aseg.data.phantom import LESION_SIZE_PRESETS
+
+    rng = np.random.default_rng(0)
+    for name in ("realistic", "small"):
+        sizes = LESION_SIZE_PRESETS[name]
+        volumes = np.array([4.0 / 3.0 * np.pi * sizes.radius_mm(rng) ** 3 / 1000.0 for _ in range(2000)])
+        assert volumes.min() >= sizes.min_ml - 1e-9 and volumes.max() <= sizes.max_ml + 1e-9
+        assert abs(np.median(volumes) / sizes.median_ml - 1.0) < 0.15
+    realistic = np.array([4.0 / 3.0 * np.pi * LESION_SIZE_PRESETS["realistic"].radius_mm(rng) ** 3 / 1000.0
+                          for _ in range(2000)])
+    assert 0.75 < np.mean((realistic >= 0.5) & (realistic <= 10.0)) < 0.92  # mostly 0.5-10 ml, with a tail
+    legacy = np.array([LESION_SIZE_PRESETS["legacy"].radius_mm(rng) for _ in range(2000)])
+    assert 3.0 <= legacy.min() and legacy.max() <= 24.0 and np.mean(legacy >= 11.0) > 0.6

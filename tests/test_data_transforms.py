@@ -106,3 +106,40 @@ def test_training_pipeline_skips_meta_tracking_without_changing_the_patches():
         for key in ("ct", "pet", "label"):
             assert type(have[key]) is torch.Tensor
             torch.testing.assert_close(have[key], want[key])
+
+
+def _single_voxel_lesion(shape=(40, 40, 40), at=(20, 20, 20)):
+    label = np.zeros((1, *shape), np.float32)
+    label[(0, *at)] = 1
+    return {"ct": np.zeros_like(label), "pet": np.ones_like(label), "label": label}
+
+
+def _lesion_positions(lesion_offset: float, draws: int = 150) -> np.ndarray:
+    pipeline = train_transforms((16, 16, 16), samples_per_volume=1, rotate_prob=0.0, lesion_offset=lesion_offset)
+    pipeline.set_random_state(seed=1)
+    positions = []
+    for _ in range(draws):
+        sample = pipeline(_single_voxel_lesion())[0]
+        found = torch.nonzero(sample["label"][0])
+        if len(found):
+            positions.append(found[0].tolist())
+    return np.array(positions)
+
+
+def test_centred_crops_put_the_lesion_at_the_patch_centre_and_offset_crops_anywhere():
+    centred = _lesion_positions(0.0)
+    # positive crops put it exactly at the centre; negative crops that happen to hold it put it elsewhere
+    assert (centred == 8).all(axis=1).mean() > 0.6
+    moved = _lesion_positions(1.0)
+    assert (moved == 8).all(axis=1).mean() < 0.05
+    # m = 16 // 2 - 1 = 7: every position 1..15 is reached on every axis, and the lesion stays in the patch
+    for axis in range(3):
+        assert set(range(1, 16)) <= set(moved[:, axis].tolist())
+    assert len(moved) > 0.4 * 150  # about half the crops are positive and every positive crop holds the lesion
+
+
+def test_lesion_offset_outside_0_1_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="lesion_offset"):
+        train_transforms((16, 16, 16), lesion_offset=1.5)

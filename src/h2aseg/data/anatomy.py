@@ -13,17 +13,18 @@ import numpy as np
 from h2aseg.data.phantom import (
     AIR_HU,
     FAT_HU,
+    LESION_SIZE_PRESETS,
     LUNG_HU,
     MUSCLE_HU,
     SOFT_HU,
     Canvas,
+    LesionSizes,
     PatientParams,
     _sides,
     bowel_loop,
     brown_fat,
     joint,
     lesion,
-    lesion_radius,
     muscle,
 )
 
@@ -31,7 +32,8 @@ __all__ = ["build_whole_body", "build_head_neck"]
 
 
 # -- whole body (AutoPET-like) --------------------------------------------------------------------
-def build_whole_body(cv: Canvas, p: PatientParams, rng: np.random.Generator, lesion_free: bool) -> int:
+def build_whole_body(cv: Canvas, p: PatientParams, rng: np.random.Generator, lesion_free: bool,
+                     sizes: LesionSizes = LESION_SIZE_PRESETS["realistic"]) -> int:
     """Paint a whole-body study (canonical field 256 × 256 × 384 mm); returns the number of lesions."""
     j = p.jitter
     z_ctrl = [-192, -150, -100, -40, 20, 60, 78, 92, 110, 128]
@@ -161,7 +163,7 @@ def build_whole_body(cv: Canvas, p: PatientParams, rng: np.random.Generator, les
     for _ in range(n_lesions):
         site = rng.choice(sites, p=probs / probs.sum())
         s = rng.choice([-1, 1])
-        radius = lesion_radius(rng)
+        radius = sizes.radius_mm(rng)
         hu = rng.uniform(25.0, 50.0)
         if site == "cervical":
             c = (s * rng.uniform(25, 36), rng.uniform(-6, 10), rng.uniform(96, 116))
@@ -185,7 +187,7 @@ def build_whole_body(cv: Canvas, p: PatientParams, rng: np.random.Generator, les
             c = (rng.uniform(-0.4, 0.4) * A(-85), rng.uniform(-0.3, 0.3) * B(-85), rng.uniform(-125, -50))
         else:
             c = (s * rng.uniform(0.3, 0.5) * A(-160), rng.uniform(-0.5, -0.1) * B(-160), rng.uniform(-185, -140))
-        suv = math.exp(rng.uniform(math.log(3.0), math.log(25.0)))
+        suv = sizes.suv_peak(rng)
         lesion(cv, rng, c, radius, hu, suv)
     return n_lesions
 

@@ -48,10 +48,19 @@ def run_synth(args: argparse.Namespace) -> int:
         options["ct_spacing"] = args.ct_spacing
     if args.kind == "hecktor" and args.ct_shape:
         options["ct_shape"] = args.ct_shape
+    if args.kind == "autopet":
+        options["lesion_sizes"] = args.lesion_sizes
+        if args.lesion_free_fraction is not None:
+            options["lesion_free_fraction"] = args.lesion_free_fraction
     start = time.time()
-    ids = generate_cohort(args.kind, args.out, args.cases, seed=args.seed, **options)
+    if args.format == "dicom":  # CT and PET DICOM series + manifest.csv; the NIfTI cohort under OUT/nifti
+        from h2aseg.data.synthetic_dicom import generate_dicom_cohort
+
+        ids = generate_dicom_cohort(args.kind, args.out, args.cases, seed=args.seed, **options)
+    else:
+        ids = generate_cohort(args.kind, args.out, args.cases, seed=args.seed, **options)
     seconds = time.time() - start
-    found = discover_cases(args.out, layout=args.kind)
+    found = discover_cases(args.out / "nifti" if args.format == "dicom" else args.out, layout=args.kind)
     positive, classes = 0, set()
     for case in found.cases:
         values = np.unique(to_array(read_image(case.label)))
@@ -61,6 +70,8 @@ def run_synth(args: argparse.Namespace) -> int:
     print(f"wrote {len(ids)} {args.kind} studies of {patients} patients to {args.out} in {seconds:.1f} s (seed {args.seed})")
     print(f"lesion-positive studies: {positive}, lesion-free: {len(ids) - positive}, label values: {sorted(classes)}")
     print("PET-threshold baseline (why CT is needed): python benchmarks/threshold_baseline.py --data " f"{args.out}")
+    if args.format == "dicom":
+        print(f"CT and PET DICOM series under {args.out / 'dicom'}, listed in {args.out / 'manifest.csv'}")
     return 0
 
 
@@ -114,6 +125,8 @@ def _dataset_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers) -> None:
+    from h2aseg.data.phantom import LESION_SIZE_PRESETS
+
     """Register ``synth``, ``preprocess`` and ``check`` on the top-level sub-parsers."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
     synth = subparsers.add_parser("synth", help="write a synthetic PET/CT cohort in a real layout",
@@ -130,6 +143,14 @@ def add_parser(subparsers) -> None:
     synth.add_argument("--ct-spacing", type=_triple, default=None,
                        help="CT spacing in mm (default 2 autopet; 2,2,2.5 hecktor)")
     synth.add_argument("--ct-shape", type=_shape, default=None, help="HECKTOR CT grid in voxels (default 96,96,72)")
+    synth.add_argument("--format", choices=("nifti", "dicom"), default="nifti",
+                       help="dicom: also CT and PET DICOM series (PET in Bq/ml with SUV tags) and manifest.csv")
+    synth.add_argument("--lesion-sizes", choices=tuple(LESION_SIZE_PRESETS), default="realistic",
+                       help="AutoPET lesion volumes: realistic (median 2.5 ml, mostly 0.5-10 ml, a tail to 150 ml), "
+                            "small (harder: median 1.5 ml, at most 17 ml, SUV peak 2.5-15), legacy (the first "
+                            "version's, mostly 6-58 ml)")
+    synth.add_argument("--lesion-free-fraction", type=float, default=None,
+                       help="AutoPET share of lesion-free studies (default 0.35)")
     synth.set_defaults(func=run_synth)
 
     prep = subparsers.add_parser("preprocess", help="build the preprocessed-array cache of a dataset",

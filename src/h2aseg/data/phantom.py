@@ -24,12 +24,14 @@ What makes the cohort need both modalities (DESIGN.md §6):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Canvas", "PatientParams", "patient_params", "brown_fat", "bowel_loop", "joint", "muscle", "lesion"]
+__all__ = ["Canvas", "PatientParams", "patient_params", "brown_fat", "bowel_loop", "joint", "muscle", "lesion",
+           "LesionSizes", "LESION_SIZE_PRESETS"]
 
 FAT_HU, MUSCLE_HU, SOFT_HU, LUNG_HU, AIR_HU = -100.0, 50.0, 38.0, -850.0, -1000.0
 
@@ -265,8 +267,43 @@ def lesion(cv: Canvas, rng, center, radius, hu, suv_peak, label_value: int = 1, 
             cv.fill(sl, core, hu=float(rng.uniform(15, 25)), suv=float(suv_peak * rng.uniform(0.15, 0.35)))
 
 
-def lesion_radius(rng) -> float:
-    return rng.uniform(11.0, 24.0) if rng.random() < 0.7 else rng.uniform(3.0, 11.0)
+@dataclass(frozen=True)
+class LesionSizes:
+    """How big and how hot whole-body lesions are (see the module docstring for the presets).
+
+    ``median_ml``/``log_sd``: log-normal volume in ml, redrawn until it lies in [``min_ml``, ``max_ml``];
+    ``median_ml`` None draws the legacy radii instead. ``suv_range``: SUV peak, log-uniform.
+    """
+
+    name: str
+    median_ml: float | None
+    log_sd: float = 1.0
+    min_ml: float = 0.3
+    max_ml: float = 150.0
+    suv_range: tuple[float, float] = (3.0, 25.0)
+
+    def radius_mm(self, rng: np.random.Generator) -> float:
+        """Radius in (canonical) mm of a sphere of a drawn volume."""
+        if self.median_ml is None:
+            return rng.uniform(11.0, 24.0) if rng.random() < 0.7 else rng.uniform(3.0, 11.0)
+        for _ in range(100):
+            volume = self.median_ml * float(np.exp(rng.normal(0.0, self.log_sd)))
+            if self.min_ml <= volume <= self.max_ml:
+                break
+        else:
+            volume = self.median_ml
+        return float((3.0 * volume * 1000.0 / (4.0 * np.pi)) ** (1.0 / 3.0))
+
+    def suv_peak(self, rng: np.random.Generator) -> float:
+        low, high = self.suv_range
+        return math.exp(rng.uniform(math.log(low), math.log(high)))
+
+
+LESION_SIZE_PRESETS: dict[str, LesionSizes] = {
+    "realistic": LesionSizes("realistic", median_ml=2.5, log_sd=1.1, min_ml=0.3, max_ml=150.0),
+    "small": LesionSizes("small", median_ml=1.5, log_sd=0.9, min_ml=0.3, max_ml=17.0, suv_range=(2.5, 15.0)),
+    "legacy": LesionSizes("legacy", median_ml=None),
+}
 
 
 def _sides(rng) -> list[int]:

@@ -15,7 +15,8 @@ loaders read as real data. The anatomy, decoys and lesions are described in
   CT grid with 1 = GTVp, 2 = GTVn.
 
 Default sizes (CPU friendly): AutoPET PET 64 × 64 × 96 at 4 mm, CT 128 × 128 × 192 at 2 mm, with a
-share of 0.35 lesion-free studies and 15 % of patients scanned twice; HECKTOR CT 96 × 96 × 72 at
+share of 0.35 lesion-free studies, 15 % of patients scanned twice and the ``realistic`` lesion sizes
+(mostly 0.5–10 ml, see :mod:`h2aseg.data.phantom`); HECKTOR CT 96 × 96 × 72 at
 2 × 2 × 2.5 mm, PET 56 × 56 × 52 at 4 mm over a larger field, the CT field placed at a random offset
 inside it. Same seed → same bytes (each study has its own seed, so the first N cases of a larger
 cohort are the same as an N-case cohort).
@@ -33,7 +34,7 @@ from scipy import ndimage
 
 from h2aseg.data.anatomy import build_head_neck, build_whole_body
 from h2aseg.data.io import write_image
-from h2aseg.data.phantom import Canvas, patient_params
+from h2aseg.data.phantom import LESION_SIZE_PRESETS, Canvas, patient_params
 
 __all__ = ["generate_cohort", "KINDS", "AUTOPET_DEFAULTS", "HECKTOR_DEFAULTS"]
 
@@ -44,6 +45,7 @@ AUTOPET_DEFAULTS = {
     "ct_spacing": (2.0, 2.0, 2.0),
     "lesion_free_fraction": 0.35,
     "multi_study_fraction": 0.15,
+    "lesion_sizes": "realistic",
 }
 HECKTOR_DEFAULTS = {
     "pet_shape": (56, 56, 52),
@@ -111,7 +113,7 @@ def _autopet_study(opts, p, rng, lesion_free: bool, shift) -> tuple[dict, int]:
     corner = -field / 2 + shift
     pet_origin, ct_origin = corner + pet_sp / 2, corner + ct_sp / 2
     cv = Canvas(tuple(ct_shape), tuple(ct_sp * np.array(CANONICAL_FIELD["autopet"]) / field))
-    n_lesions = build_whole_body(cv, p, rng, lesion_free)
+    n_lesions = build_whole_body(cv, p, rng, lesion_free, LESION_SIZE_PRESETS[opts["lesion_sizes"]])
     pet_ref = _ref(pet_shape, pet_sp, pet_origin)
     ct, suv = _form_images(cv, p, rng, ct_sp, ct_origin, pet_ref)
     ctres = sitk.Cast(sitk.Resample(ct, pet_ref, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat32),
@@ -163,7 +165,8 @@ def generate_cohort(kind: str, out: Path, n_cases: int, seed: int = 0, **size_op
         n_cases: number of studies.
         seed: cohort seed; the same seed gives the same bytes.
         **size_options: see ``AUTOPET_DEFAULTS`` / ``HECKTOR_DEFAULTS`` (shapes in voxels X, Y, Z,
-            spacings in mm; ``lesion_free_fraction``, ``multi_study_fraction`` for AutoPET).
+            spacings in mm; ``lesion_free_fraction``, ``multi_study_fraction`` and ``lesion_sizes`` — a
+            preset of :data:`h2aseg.data.phantom.LESION_SIZE_PRESETS`, ``realistic`` by default — for AutoPET).
 
     Returns:
         The case ids, as :func:`h2aseg.data.layouts.discover_cases` names them.
@@ -173,6 +176,8 @@ def generate_cohort(kind: str, out: Path, n_cases: int, seed: int = 0, **size_op
     if n_cases < 1:
         raise ValueError(f"n_cases must be at least 1, got {n_cases}")
     opts = _options(kind, size_options)
+    if kind == "autopet" and opts["lesion_sizes"] not in LESION_SIZE_PRESETS:
+        raise ValueError(f"lesion_sizes must be one of {', '.join(LESION_SIZE_PRESETS)}, not {opts['lesion_sizes']!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     case_ids: list[str] = []

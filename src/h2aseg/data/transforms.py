@@ -4,11 +4,17 @@ Input: the dict of :meth:`h2aseg.data.preprocess.PreprocessedCache.load` — cha
 arrays (1, X, Y, Z), already on one grid, scaled, and cropped to the body (the paper's foreground
 crop is done once in preprocessing, so predictions map back to the source grid through ``meta``).
 
-Training (the released H2ASeg code's strategy):
-    1. zero padding up to ``patch_size`` where the volume is smaller (0 = air on CT, no uptake on
+Training (the released H2ASeg code's strategy, plus a random lesion position):
+    1. zero padding up to the crop size where the volume is smaller (0 = air on CT, no uptake on
        PET, background on the label — see the intensity scaling in :mod:`h2aseg.data.preprocess`);
-    2. ``RandCropByPosNegLabeld`` with pos 1, neg 1, ``samples_per_volume`` patches (default 2);
+    2. ``RandCropByPosNegLabeld`` with pos 1, neg 1, ``samples_per_volume`` crops (default 2);
        negative centres are drawn inside the body (PET > 0); a lesion-free case gives negatives only;
+       with ``lesion_offset`` > 0 these crops are larger by 2·m voxels per axis and a random
+       ``patch_size`` crop inside each (``RandSpatialCropd``) moves the chosen voxel anywhere within ±m
+       of the patch centre, m = ⌊lesion_offset · (patch/2 − 1)⌋. With ``lesion_offset`` = 0 (the
+       release) every positive patch has a lesion voxel at its centre, and a network that can tell
+       where in the patch a feature lies (MCSA's fixed window grid) learns "lesion = centre" and then
+       finds nothing in a sliding window (``benchmarks/results/small_lesions.md``);
     3. ``RandRotated`` about the axial (Z) axis, ±``rotate_degrees`` (45°), probability
        ``rotate_prob`` (0.8); bilinear for images, nearest for the label;
     4. torch tensors: ct/pet float32, label float32 (class values), shape (1, *patch_size); the
@@ -36,6 +42,7 @@ from monai.transforms import (
     RandCropByLabelClassesd,
     RandCropByPosNegLabeld,
     RandRotated,
+    RandSpatialCropd,
     SpatialPadd,
 )
 
@@ -118,12 +125,20 @@ def _crop(patch: tuple[int, ...], samples_per_volume: int, hot_negative_threshol
     ]
 
 
+def offset_margin(patch: Sequence[int], lesion_offset: float) -> tuple[int, ...]:
+    """m per axis: how far (voxels) the crop's chosen voxel may sit from the patch centre."""
+    if not 0.0 <= lesion_offset <= 1.0:
+        raise ValueError(f"lesion_offset must lie in [0, 1], got {lesion_offset}")
+    return tuple(int(lesion_offset * max(p // 2 - 1, 0)) for p in patch)
+
+
 def train_transforms(
     patch_size: Sequence[int],
     samples_per_volume: int = 2,
     rotate_prob: float = 0.8,
     rotate_degrees: float = 45.0,
     hot_negative_threshold: float | None = None,
+    lesion_offset: float = 0.0,
 ) -> Compose:
     """The paper's training pipeline.
 
@@ -137,6 +152,8 @@ def train_transforms(
             on other body voxels and on PET-avid voxels outside lesions in the ratio 2 : 1 : 1, so that
             organs and benign uptake, which random negatives rarely hit, are seen as negatives often.
             Not in the paper; off by default.
+        lesion_offset: 0 centres every crop on its chosen voxel (the release); f in (0, 1] puts the
+            voxel at a uniformly random place within ±f·(patch/2 − 1) voxels of the centre per axis.
 
     Returns:
         A Compose (run without MetaTensor tracking) that maps one case dict to a list of ``samples_per_volume`` dicts with tensors
@@ -146,14 +163,17 @@ def train_transforms(
     if len(patch) != 3 or min(patch) < 1:
         raise ValueError(f"patch_size must be three positive voxel counts, got {patch_size}")
     angle = math.radians(rotate_degrees)
+    margin = offset_margin(patch, lesion_offset)
+    crop = tuple(p + 2 * m for p, m in zip(patch, margin))
     return PlainTensorCompose(
         [
             DeleteItemsd(keys="meta"),
             Lambdad(keys=ALL_KEYS, func=_to_float, allow_missing_keys=True),
-            SpatialPadd(keys=ALL_KEYS, spatial_size=patch, mode="constant", allow_missing_keys=True),
+            SpatialPadd(keys=ALL_KEYS, spatial_size=crop, mode="constant", allow_missing_keys=True),
             *([] if hot_negative_threshold is None
               else [partial(_sampling_classes, hot_threshold=hot_negative_threshold)]),
-            *_crop(patch, samples_per_volume, hot_negative_threshold),
+            *_crop(crop, samples_per_volume, hot_negative_threshold),
+            *([] if crop == patch else [RandSpatialCropd(keys=ALL_KEYS, roi_size=patch, random_size=False)]),
             RandRotated(
                 keys=ALL_KEYS,
                 range_x=0.0,

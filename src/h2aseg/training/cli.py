@@ -34,7 +34,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         config.model.options.update(json.loads(args.model_options))
     for name in ("epochs", "batch", "seed", "lr", "weight_decay", "lr_decay", "lr_schedule", "steps_per_epoch",
                  "max_minutes", "samples_per_volume", "num_workers", "amp", "device", "val_every", "sw_overlap",
-                 "grad_clip", "channels_last", "hot_negatives_suv", "compile", "rotate_prob", "rotate_degrees"):
+                 "grad_clip", "channels_last", "hot_negatives_suv", "compile", "rotate_prob", "rotate_degrees",
+                 "lesion_offset"):
         value = getattr(args, name)
         if value is not None:
             setattr(config.train, name, value)
@@ -88,6 +89,9 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
                         help=f"probability of the random rotation about the axial axis per patch (default {t.rotate_prob})")
     parser.add_argument("--rotate-degrees", type=float,
                         help=f"largest angle of that rotation in degrees (default {t.rotate_degrees})")
+    parser.add_argument("--lesion-offset", type=float,
+                        help="place a crop's lesion voxel anywhere within +-F*(patch/2-1) voxels of the patch centre, "
+                             f"F in [0, 1]; 0 = centred crops as the release (default {t.lesion_offset})")
     parser.add_argument("--hot-negatives-suv", type=float,
                         help="also centre negative crops on non-lesion uptake >= this SUV (default: off, the paper's sampling)")
     parser.add_argument("--compile", metavar="BACKEND",

@@ -102,6 +102,8 @@ class Trainer:
         if not 0.0 <= train.rotate_prob <= 1.0 or train.rotate_degrees < 0:
             raise ConfigError(f"rotate_prob must lie in [0, 1] and rotate_degrees be >= 0, got {train.rotate_prob} "
                               f"and {train.rotate_degrees}")
+        if not 0.0 <= train.lesion_offset <= 1.0:
+            raise ConfigError(f"lesion_offset must lie in [0, 1], got {train.lesion_offset}")
         self.volumes_per_step = max(1, math.ceil(train.batch / train.samples_per_volume))
         self.amp = train.amp == "on" or (train.amp == "auto" and self.ctx.device.type == "cuda")
 
@@ -145,7 +147,8 @@ class Trainer:
     def _loader(self, cache: PreprocessedCache, train_ids: list[str]) -> tuple[DataLoader, object]:
         t = self.config.train
         hot = t.hot_negatives_suv / cache.config.suv_scale if t.hot_negatives_suv else None
-        transform = train_transforms(t.patch, t.samples_per_volume, t.rotate_prob, t.rotate_degrees, hot)
+        transform = train_transforms(t.patch, t.samples_per_volume, t.rotate_prob, t.rotate_degrees, hot,
+                                     lesion_offset=t.lesion_offset)
         dataset = PatchDataset(cache, train_ids, transform)
         sampler = (
             DistributedSampler(dataset, self.ctx.world_size, self.ctx.rank, shuffle=True, seed=t.seed)
