@@ -18,8 +18,23 @@ What makes the cohort need both modalities (DESIGN.md §6):
   (a hot ring around a humeral or femoral head);
 - **lesions** of soft-tissue density (never fat or air): nodes in fat (clearly seen on CT), lung
   nodules, liver metastases and oropharyngeal primaries only 10–30 HU from their surroundings
-  (barely seen on CT); radius mostly 11–24 mm, some 3–11 mm; ellipsoidal, lobulated or bumpy;
-  SUV peak log-uniform in 3–25 (GTVp 6–20, GTVn 3–14); a share with a necrotic core (rim uptake).
+  (barely seen on CT); sizes from a :class:`LesionSizes` preset (below); ellipsoidal, lobulated or
+  bumpy; SUV peak log-uniform in the preset's range (GTVp 6–20, GTVn 3–14); a share with a necrotic
+  core (rim uptake).
+
+Whole-body lesion sizes (``LESION_SIZE_PRESETS``; volume = the ellipsoid 4/3·π·r³ before bumps and lobes):
+
+- ``realistic`` (the default): volume log-normal, median 2.5 ml, log-sd 1.1, kept in 0.3–150 ml, so
+  about 85 % of lesions lie between 0.5 and 10 ml and 10 % above (a tail of bulky ones). Real FDG PET/CT
+  oncology cohorts are dominated by small nodes and metastases of a few ml with a few bulky masses (the
+  autoPET data descriptor, Gatidis et al., Sci Data 2022, shows per-study tumour volumes spanning orders
+  of magnitude; lesion-level analyses of autoPET, e.g. Haque et al., Comput Biol Med 2025, find the
+  missed lesions among the small, low-uptake ones). The median and spread are our choice within that
+  picture, not fitted to a published histogram.
+- ``small``: harder — median 1.5 ml, log-sd 0.9, kept in 0.3–17 ml, SUV peak 2.5–15 (small lesions also
+  lose peak SUV to the scanner's blur). HECKTOR-like head-and-neck lesions keep their own sizes.
+- ``legacy``: the first version's radii (70 % 11–24 mm, 30 % 3–11 mm, i.e. mostly 6–58 ml); kept so the
+  earlier demo cohort can be written again byte for byte.
 """
 
 from __future__ import annotations
