@@ -8,7 +8,7 @@ from pathlib import Path
 
 from h2aseg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from h2aseg.data.layouts import LAYOUTS
-from h2aseg.training.protocols import PROTOCOLS, apply_protocol
+from h2aseg.training.protocols import PROTOCOLS, apply_protocol, protocol_model_options
 from h2aseg.training.schedule import SCHEDULES
 
 
@@ -16,7 +16,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The run's config: ``--config`` (YAML) if given, then every option set on the command line."""
     config = RunConfig.load(Path(args.config)) if args.config else RunConfig()
     if getattr(args, "protocol", None) is not None:
-        apply_protocol(config, args.protocol)
+        apply_protocol(config, args.protocol, network_options=False)
     if args.data is not None:
         config.data.root = str(args.data)
     for name in ("layout", "label_mode"):
@@ -41,6 +41,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             setattr(config.train, name, value)
     if args.patch is not None:
         config.train.patch = list(args.patch)
+    if getattr(args, "protocol", None) is not None:  # the chosen network's keywords, under the user's own
+        config.model.options = {**protocol_model_options(args.protocol, config.model.name), **config.model.options}
     return config
 
 

@@ -8,8 +8,9 @@ set, so a run is reproducible from its folder alone.
 - ``cpu``: the recipe that trains H2ASeg in minutes on two CPU cores (the demo's), measured in
   ``benchmarks/results/small_lesions.md``.
 
-A protocol may also set network keywords (``model``), e.g. narrower channels; those are merged into
-``config.model.options`` under any the user gives.
+A protocol may also set network keywords per network name (``model``; ``"*"`` for every network), e.g.
+narrower channels for the H2ASeg family; those go under any the user gives (``--channels``,
+``--model-options``).
 """
 
 from __future__ import annotations
@@ -25,12 +26,17 @@ __all__ = ["Protocol", "PROTOCOLS", "apply_protocol"]
 
 @dataclass(frozen=True)
 class Protocol:
-    """A named preset: ``train`` overrides TrainConfig fields, ``model`` network keywords."""
+    """A named preset: ``train`` overrides TrainConfig fields; ``model`` maps a network name (or ``"*"``)
+    to network keywords."""
 
     name: str
     description: str
     train: dict[str, Any] = field(default_factory=dict)
-    model: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def model_options(self, model_name: str) -> dict[str, Any]:
+        """Keywords this protocol gives network ``model_name`` (``"*"`` first, then the name's own)."""
+        return {**self.model.get("*", {}), **self.model.get(model_name, {})}
 
 
 PROTOCOLS: dict[str, Protocol] = {}
@@ -48,8 +54,24 @@ register_protocol(Protocol(
 ))
 
 
-def apply_protocol(config: RunConfig, name: str) -> RunConfig:
-    """Set ``config`` to protocol ``name`` (in place, returned); unknown names are a one-line ConfigError."""
+H2ASEG_FAMILY = ("h2aseg", "h2aseg_no_mcsa", "h2aseg_no_tamw", "dual_resunet3d")
+
+register_protocol(Protocol(
+    "cpu",
+    "minutes on a CPU (the demo's): patch 32x32x32, batch 2, Adam lr 1e-3 with the poly schedule, gradient cap 12, "
+    "no rotation, lesion anywhere in the patch, channels-last, dropout 0, H2ASeg family at channels 4-64",
+    train={"patch": [32, 32, 32], "batch": 2, "lr": 1e-3, "lr_schedule": "poly", "grad_clip": 12.0,
+           "rotate_prob": 0.0, "lesion_offset": 1.0, "channels_last": True},
+    model={"*": {"dropout": 0.0}, **{name: {"channels": [4, 8, 16, 32, 64]} for name in H2ASEG_FAMILY}},
+))
+
+
+def apply_protocol(config: RunConfig, name: str, network_options: bool = True) -> RunConfig:
+    """Set ``config`` to protocol ``name`` (in place, returned); unknown names are a one-line ConfigError.
+
+    With ``network_options``, the keywords for ``config.model.name`` go under the options already there;
+    the CLI sets them with :func:`protocol_model_options` once the network is chosen.
+    """
     if name not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {name!r}: choose one of {', '.join(PROTOCOLS)}")
     protocol = PROTOCOLS[name]
@@ -57,6 +79,13 @@ def apply_protocol(config: RunConfig, name: str) -> RunConfig:
         if not hasattr(config.train, key):
             raise ConfigError(f"protocol {name!r} sets unknown training setting {key!r}")
         setattr(config.train, key, list(value) if isinstance(value, tuple) else value)
-    config.model.options = {**protocol.model, **config.model.options}
+    if network_options:
+        config.model.options = {**protocol.model_options(config.model.name), **config.model.options}
     config.train.protocol = name
     return config
+
+
+def protocol_model_options(name: str, model_name: str) -> dict[str, Any]:
+    """The network keywords protocol ``name`` gives ``model_name`` (empty for an unknown protocol)."""
+    protocol = PROTOCOLS.get(name)
+    return protocol.model_options(model_name) if protocol else {}

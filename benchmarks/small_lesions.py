@@ -1,0 +1,202 @@
+"""Small-lesion benchmark (issue 10): cohorts, equal-step training runs, the position probe, the table.
+
+Each verb is resumable (a finished step is skipped), so the whole study can be driven by a shell loop:
+
+    python benchmarks/small_lesions.py cohort --out bench/tune --seed 11 --cases 60 --lesion-free 0.5
+    python benchmarks/small_lesions.py run --cohort bench/tune --name h2aseg --model h2aseg --steps 1200
+    python benchmarks/small_lesions.py probe --cohort bench/tune --name h2aseg
+    python benchmarks/small_lesions.py table --cohort bench/tune --out benchmarks/results/small_lesions_tune.md
+
+``run`` trains with the CPU recipe (``h2aseg train --protocol cpu``, or the options given after ``--``),
+validating every ``--val-steps`` steps, then predicts the test split with ``h2aseg predict`` (the CLI's
+defaults) and scores it with ``h2aseg evaluate``. ``probe`` cuts one patch centred on each test lesion and
+one shifted by (10, −10, 8) voxels and reports the Dice of the lesion inside each: a network that learned
+"lesion = patch centre" finds the centred lesion and misses the shifted one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+STEPS_PER_EPOCH = 50
+SHIFT = (10, -10, 8)
+
+
+def h2aseg(*args: str, log: Path | None = None) -> None:
+    cmd = [sys.executable, "-m", "h2aseg", *args]
+    with open(log, "a") if log else open(os.devnull, "w") as out:
+        subprocess.run(cmd, check=True, stdout=out, stderr=subprocess.STDOUT)
+
+
+def make_cohort(args) -> None:
+    if (args.out / "done").exists():
+        return
+    extra = []
+    if args.pet_shape:
+        extra += ["--pet-shape", args.pet_shape]
+    if args.pet_spacing:
+        extra += ["--pet-spacing", args.pet_spacing]
+    h2aseg("synth", "--kind", "autopet", "--cases", str(args.cases), "--seed", str(args.seed), "--out",
+           str(args.out / "data"), "--lesion-sizes", args.lesion_sizes, "--lesion-free-fraction",
+           str(args.lesion_free), *extra)
+    (args.out / "cohort.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items() if k != "func"}))
+    (args.out / "done").write_text("")
+
+
+def run(args) -> None:
+    run_dir = args.cohort / "runs" / args.name
+    log = args.cohort / "runs" / f"{args.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    epochs = max(1, args.steps // STEPS_PER_EPOCH)
+    val_every = max(1, args.val_steps // STEPS_PER_EPOCH)
+    if not (run_dir / "train_summary.json").exists():
+        resume = ["--resume"] if (run_dir / "last.pt").exists() else []
+        recipe = args.train_args or ["--protocol", "cpu"]
+        h2aseg("train", "--data", str(args.cohort / "data"), "--layout", "autopet", "--out", str(run_dir),
+               "--cache", str(args.cohort / "cache"), "--model", args.model, "--epochs", str(epochs),
+               "--steps-per-epoch", str(STEPS_PER_EPOCH), "--val-every", str(val_every), "--no-progress",
+               "--seed", str(args.seed), *recipe, *resume, log=log)
+    splits = json.loads((run_dir / "splits.json").read_text())
+    if not (run_dir / "eval" / "summary.json").exists():
+        h2aseg("predict", "--model", str(run_dir), "--input", str(args.cohort / "data"), "--out",
+               str(run_dir / "pred"), "--cases", *splits["test"], "--no-progress", log=log)
+        h2aseg("evaluate", "--pred", str(run_dir / "pred"), "--gt", str(args.cohort / "data"), "--layout",
+               "autopet", "--out", str(run_dir / "eval"), "--cases", *splits["test"], "--no-progress", log=log)
+
+
+def _patch_dice(model, ct, pet, label, start, patch) -> float:
+    import torch
+
+    sl = tuple(slice(s, s + p) for s, p in zip(start, patch))
+    with torch.no_grad():
+        out = model(torch.from_numpy(ct[(0, *sl)])[None, None], torch.from_numpy(pet[(0, *sl)])[None, None])
+    pred = (out[0, 0] > 0).numpy() if out.shape[1] == 1 else (out[0].argmax(0) > 0).numpy()
+    truth = label[(0, *sl)] > 0
+    return float(2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1))
+
+
+def probe(args) -> None:
+    """Dice of each test lesion in a patch centred on it and in one shifted by SHIFT voxels."""
+    from scipy import ndimage
+
+    from h2aseg.data.layouts import discover_cases
+    from h2aseg.data.preprocess import preprocess_case
+    from h2aseg.inference.predictor import load_trained_model
+
+    run_dir = args.cohort / "runs" / args.name
+    loaded = load_trained_model(run_dir)
+    patch = loaded.patch_size
+    splits = json.loads((run_dir / "splits.json").read_text())
+    cases = {c.case_id: c for c in discover_cases(args.cohort / "data", "autopet").cases}
+    rows = []
+    for case_id in splits["test"]:
+        data = preprocess_case(cases[case_id], loaded.preprocess)
+        ct, pet, label = (np.asarray(data[k], np.float32) for k in ("ct", "pet", "label"))
+        pad = [(0, 0)] + [(p, p) for p in patch]
+        ct, pet, label = (np.pad(a, pad) for a in (ct, pet, label))
+        components, n = ndimage.label(label[0] > 0)
+        for index, centre in enumerate(ndimage.center_of_mass(label[0] > 0, components, range(1, n + 1))):
+            centre = np.round(centre).astype(int)
+            centred = centre - np.array(patch) // 2
+            shifted = centred - np.array(SHIFT)
+            rows.append({"case_id": case_id, "lesion": index + 1,
+                         "voxels": int((components == index + 1).sum()),
+                         "centred": _patch_dice(loaded.model, ct, pet, label, centred, patch),
+                         "shifted": _patch_dice(loaded.model, ct, pet, label, shifted, patch)})
+    (run_dir / "probe.json").write_text(json.dumps(rows, indent=1))
+    c, s = np.array([r["centred"] for r in rows]), np.array([r["shifted"] for r in rows])
+    print(f"{args.name}: {len(rows)} lesions; centred median {np.median(c):.2f}, shifted median {np.median(s):.2f}; "
+          f"shifted Dice 0 in {(s == 0).sum()} / {len(s)}")
+
+
+def summarise_run(run_dir: Path) -> dict | None:
+    per_case = run_dir / "eval" / "per_case.csv"
+    if not per_case.exists():
+        return None
+    rows = list(csv.DictReader(per_case.open()))
+    positive = [r for r in rows if float(r["gt_voxels"]) > 0]
+    dice = np.array([float(r["dice"]) for r in positive]) * 100
+    metrics = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    curve = [(int(m["step"]), float(m["val_dice"])) for m in metrics if m["val_dice"]]
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    probe_rows = json.loads((run_dir / "probe.json").read_text()) if (run_dir / "probe.json").exists() else []
+    return {
+        "steps": int(metrics[-1]["step"]), "seconds": summary["seconds"],
+        "dice_mean": float(dice.mean()), "dice_std": float(dice.std()), "n_pos": len(positive),
+        "hits": sum(int(r["hits"]) for r in positive), "lesions": sum(int(r["lesions"]) for r in positive),
+        "fd_per_study": float(np.mean([int(r["false_detections"]) for r in rows])),
+        "curve": curve,
+        "probe_centred": float(np.median([r["centred"] for r in probe_rows])) if probe_rows else None,
+        "probe_shifted": float(np.median([r["shifted"] for r in probe_rows])) if probe_rows else None,
+        "probe_shifted_zero": sum(r["shifted"] == 0 for r in probe_rows) if probe_rows else None,
+        "probe_n": len(probe_rows),
+    }
+
+
+def table(args) -> None:
+    lines = ["| run | steps | train min | validation Dice by step | test Dice (positive studies) | lesions found | "
+             "false detections / study | probe: centred / shifted median Dice (shifted = 0) |",
+             "|---|---|---|---|---|---|---|---|"]
+    results = {}
+    for run_dir in sorted((args.cohort / "runs").iterdir()):
+        if not run_dir.is_dir() or (s := summarise_run(run_dir)) is None:
+            continue
+        results[run_dir.name] = s
+        curve = ", ".join(f"{v:.2f}@{k}" for k, v in s["curve"])
+        probe_text = (f"{s['probe_centred']:.2f} / {s['probe_shifted']:.2f} ({s['probe_shifted_zero']} of {s['probe_n']})"
+                      if s["probe_n"] else "–")
+        lines.append(f"| {run_dir.name} | {s['steps']} | {s['seconds'] / 60:.1f} | {curve} | "
+                     f"{s['dice_mean']:.1f} ± {s['dice_std']:.1f} (n = {s['n_pos']}) | {s['hits']} / {s['lesions']} | "
+                     f"{s['fd_per_study']:.1f} | {probe_text} |")
+    text = "\n".join(lines) + "\n"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
+    print(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(required=True)
+    p = sub.add_parser("cohort")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--cases", type=int, default=60)
+    p.add_argument("--lesion-free", type=float, default=0.5)
+    p.add_argument("--lesion-sizes", default="small")
+    p.add_argument("--pet-shape")
+    p.add_argument("--pet-spacing")
+    p.set_defaults(func=make_cohort)
+    p = sub.add_parser("run")
+    p.add_argument("--cohort", type=Path, required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--steps", type=int, default=1200)
+    p.add_argument("--val-steps", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: h2aseg train options (default --protocol cpu)")
+    p.set_defaults(func=run)
+    p = sub.add_parser("probe")
+    p.add_argument("--cohort", type=Path, required=True)
+    p.add_argument("--name", required=True)
+    p.set_defaults(func=probe)
+    p = sub.add_parser("table")
+    p.add_argument("--cohort", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=table)
+    args = parser.parse_args()
+    if getattr(args, "train_args", None) and args.train_args[0] == "--":
+        args.train_args = args.train_args[1:]
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Named training protocols: `h2aseg train --protocol NAME` starts from a preset the options still override."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from h2aseg.config import RunConfig
+from h2aseg.errors import ConfigError
+from h2aseg.training.cli import add_training_options, config_from_args
+from h2aseg.training.protocols import PROTOCOLS, apply_protocol
+
+
+def _config(*argv: str) -> RunConfig:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config")
+    add_training_options(parser)
+    return config_from_args(parser.parse_args(list(argv)))
+
+
+def test_paper_protocol_is_the_dataclass_defaults():
+    assert _config("--protocol", "paper").train == RunConfig().train
+    assert _config("--protocol", "paper").model.options == {}
+
+
+def test_cpu_protocol_sets_the_cpu_recipe_and_options_still_win():
+    config = _config("--protocol", "cpu", "--lr", "3e-3")
+    assert config.train.protocol == "cpu"
+    assert config.train.patch == [32, 32, 32] and config.train.lr_schedule == "poly" and config.train.rotate_prob == 0.0
+    assert config.train.lr == 3e-3  # the option overrides the preset
+    assert config.model.options == {"dropout": 0.0, "channels": [4, 8, 16, 32, 64]}
+
+
+def test_cpu_protocol_gives_network_keywords_by_network_name():
+    # H2ASeg's narrow channels must not reach a network with another channel convention
+    assert _config("--protocol", "cpu", "--model", "basicunet").model.options == {"dropout": 0.0}
+    assert _config("--protocol", "cpu", "--channels", "2", "4", "8", "8", "8").model.options["channels"] == [2, 4, 8, 8, 8]
+
+
+def test_unknown_protocol_is_one_line_config_error():
+    with pytest.raises(ConfigError, match="unknown protocol 'fast'"):
+        apply_protocol(RunConfig(), "fast")
+    assert {"paper", "cpu"} <= set(PROTOCOLS)
