@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "add_input_options", "skipped_checks", "print_discovery"]
 
 
 def _triple(text: str) -> tuple[float, float, float]:
@@ -75,22 +75,60 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    """Options of every verb that reads PET/CT images: nnU-Net channels, content checks, size limit."""
+    from h2aseg.data.content import CONTENT_CHECKS
+    from h2aseg.data.io import MAX_VOXELS
+
+    parser.add_argument("--ct-channel", type=int, default=None, metavar="K",
+                        help="nnU-Net raw data: channel K (_000K) is the CT (default: dataset.json names, "
+                             "else the channel whose image holds air)")
+    parser.add_argument("--pet-channel", type=int, default=None, metavar="K",
+                        help="nnU-Net raw data: channel K is the PET in SUV")
+    parser.add_argument("--skip-content-checks", nargs="*", default=None, metavar="CHECK",
+                        choices=(*CONTENT_CHECKS, "all"),
+                        help="for unusual data: skip these content checks (alone: all). ct-air: >= 0.1%% of CT "
+                             "voxels below -500 HU; ct-range: CT 1st/99th percentiles within -3100..4000 HU; "
+                             "pet-negative: <= 1%% of PET voxels below SUV -1; pet-range: PET 99.9th percentile "
+                             "within SUV 0.1..100 (Bq/ml is refused)")
+    parser.add_argument("--max-voxels", type=int, default=None,
+                        help=f"refuse images whose header declares more voxels (default {MAX_VOXELS})")
+
+
+def skipped_checks(args: argparse.Namespace) -> tuple[str, ...]:
+    """The content checks ``--skip-content-checks`` names (``all`` when given without names)."""
+    value = getattr(args, "skip_content_checks", None)
+    if value is None:
+        return ()
+    return tuple(value) if value else ("all",)
+
+
+def print_discovery(found, out=None) -> None:
+    """Print a discovery's notes (e.g. which nnU-Net channel is taken as CT and which as PET, and why)."""
+    out = out or sys.stdout
+    for note in found.notes:
+        print(note, file=out)
+
+
 def _discover(args: argparse.Namespace):
     from h2aseg.data.layouts import discover_cases
 
-    return discover_cases(args.data, layout=args.layout, require_labels=not args.no_labels)
+    return discover_cases(args.data, layout=args.layout, require_labels=not args.no_labels,
+                          ct_channel=args.ct_channel, pet_channel=args.pet_channel)
 
 
 def _config(args: argparse.Namespace):
     from h2aseg.data.preprocess import PreprocessConfig
 
-    return PreprocessConfig(target_spacing=args.target_spacing, label_mode=args.label_mode)
+    return PreprocessConfig(target_spacing=args.target_spacing, label_mode=args.label_mode,
+                            skip_checks=skipped_checks(args), max_voxels=args.max_voxels)
 
 
 def run_preprocess(args: argparse.Namespace) -> int:
     from h2aseg.data.preprocess import PreprocessedCache
 
     found = _discover(args)
+    print_discovery(found)
     cache = PreprocessedCache(args.cache, _config(args))
     problems = found.problems + cache.build(found.cases, progress=not args.quiet)
     for problem in problems:
@@ -100,13 +138,19 @@ def run_preprocess(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    from h2aseg.data.content import CONTENT_CHECKS
     from h2aseg.data.preprocess import check_cases
 
     found = _discover(args)
-    problems = found.problems + check_cases(found.cases, _config(args), progress=not args.quiet)
+    print_discovery(found)
+    config = _config(args)
+    problems = found.problems + check_cases(found.cases, config, progress=not args.quiet)
     for problem in problems:
         print(problem.message)
     good = len(found.cases) + len(found.problems) - len(problems)
+    ran = [c for c in CONTENT_CHECKS if c not in config.skip_checks]
+    print(f"content checks: {', '.join(ran) or 'none'}"
+          + (f" (skipped: {', '.join(config.skip_checks)})" if config.skip_checks else ""))
     print(f"{good} good case(s), {len(problems)} bad case(s) in {args.data}")
     return 1 if problems else 0
 
@@ -121,7 +165,8 @@ def _dataset_options(parser: argparse.ArgumentParser) -> None:
                         help="processing grid spacing in mm (one or three numbers); default: the PET grid")
     parser.add_argument("--label-mode", choices=("binary", "multiclass"), default="binary",
                         help="merge all lesion classes into 1, or keep them (HECKTOR GTVp=1, GTVn=2)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", "--no-progress", dest="quiet", action="store_true", help="no progress bar")
+    add_input_options(parser)
 
 
 def add_parser(subparsers) -> None:

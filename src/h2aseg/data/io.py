@@ -3,8 +3,17 @@
 One interface for every format h2aseg meets on disk:
 
 - NIfTI (``.nii``, ``.nii.gz``), MetaImage (``.mha``, ``.mhd``) and NRRD (``.nrrd``, ``.nhdr``) files;
-- DICOM series, given as the folder that holds the slices (the series with the most slices is used
-  when a folder holds several).
+- DICOM series, given as the folder that holds the slices. A folder may hold several series (CT, PT, a
+  localizer, a SEG): :func:`read_ct` takes the series whose Modality is ``CT`` and :func:`read_pet` the
+  one whose Modality is ``PT``, leaving out one-slice series (localizers, SEG/RT objects) when a volume is
+  there; ``series_uid`` (``--ct-series``/``--pet-series``) picks one SeriesInstanceUID, and a choice that
+  is still ambiguous is refused with the series found named.
+
+Every image's header is read first: an image declaring more than ``max_voxels`` voxels (default
+:data:`MAX_VOXELS` = 2^30, e.g. 1024 × 1024 × 1024 or 512 × 512 × 4096 — more than any whole-body CT)
+is refused before its data are read (a decompression bomb or a corrupt header); the ``--max-voxels``
+option raises the limit. A NIfTI file is decoded completely before use (a truncated or corrupt
+``.nii.gz`` is refused, where ITK would fill it up silently).
 
 Images stay :class:`SimpleITK.Image` objects (geometry attached) until a caller asks for a numpy
 array with :func:`to_array`. Array convention everywhere in h2aseg: ``(X, Y, Z)`` = ``(H, W, D)`` with
@@ -30,6 +39,9 @@ file and says what to do. Every write is atomic (temporary name in the same fold
 from __future__ import annotations
 
 import datetime as _dt
+import gzip
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +60,15 @@ __all__ = [
     "from_array",
     "suv_factor_from_dicom",
     "image_suffix",
+    "MAX_VOXELS",
+    "DicomSeries",
+    "list_dicom_series",
 ]
+
+#: Largest number of voxels an image header may declare (raise with ``--max-voxels``).
+MAX_VOXELS = 2**30
+#: Errors of decoding a damaged file (truncated gzip, bad CRC, short read) turned into one-line DataErrors.
+_DECODE_ERRORS = (OSError, EOFError, zlib.error, ValueError, RuntimeError, MemoryError)
 
 #: File endings read as single-file images (DICOM series are folders).
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd", ".nhdr")
@@ -73,7 +93,30 @@ def _short(err: Exception) -> str:
     return lines[-1] if lines else type(err).__name__
 
 
-def _dicom_series_files(folder: Path) -> list[str]:
+@dataclass(frozen=True)
+class DicomSeries:
+    """One DICOM series of a folder: its SeriesInstanceUID, Modality, description and slice files."""
+
+    uid: str
+    modality: str
+    description: str
+    files: tuple[str, ...]
+
+    def __str__(self) -> str:
+        text = f"{self.uid} ({self.modality or 'no Modality'}, {len(self.files)} file(s)"
+        return text + (f", '{self.description}')" if self.description else ")")
+
+
+def _tag(reader: sitk.ImageFileReader, key: str) -> str:
+    return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
+
+
+def list_dicom_series(folder: Path) -> list[DicomSeries]:
+    """Every DICOM series in ``folder`` (headers of one file per series are read, no pixels).
+
+    Raises:
+        DataError: the folder cannot be scanned or holds no DICOM series.
+    """
     try:
         series_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     except RuntimeError as err:
@@ -82,54 +125,128 @@ def _dicom_series_files(folder: Path) -> list[str]:
         raise DataError(
             f"{folder}: folder holds no DICOM series; give a NIfTI/MHA/NRRD file or a folder of DICOM slices"
         )
-    best: list[str] = []
+    found = []
     for series_id in series_ids:
-        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
-        if len(files) > len(best):
-            best = files
-    return best
+        files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(files[0])
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as err:
+            raise DataError(f"{files[0]}: unreadable DICOM header ({_short(err)})") from None
+
+        uid, modality, description = (_tag(reader, key) for key in ("0020|000e", "0008|0060", "0008|103e"))
+        found.append(DicomSeries(uid or series_id, modality.upper(), description, files))
+    return found
 
 
-def read_image(path: Path) -> sitk.Image:
+_MODALITY_NAMES = {"CT": ("CT",), "PT": ("PT", "PET")}
+_SERIES_OPTION = {"CT": "--ct-series", "PT": "--pet-series"}
+
+
+def _select_series(folder: Path, modality: str | None, series_uid: str | None) -> DicomSeries:
+    series = list_dicom_series(folder)
+    listing = "; ".join(str(s) for s in series)
+    option = _SERIES_OPTION.get(modality or "", "a series UID")
+    if series_uid:
+        chosen = [s for s in series if s.uid == series_uid]
+        if not chosen:
+            raise DataError(f"{folder}: no DICOM series {series_uid}; found {listing}")
+        return chosen[0]
+    volumes = [s for s in series if len(s.files) > 1] or series
+    if modality is None:
+        return max(volumes, key=lambda s: len(s.files))
+    matching = [s for s in volumes if s.modality in _MODALITY_NAMES[modality]]
+    if not matching and len(volumes) == 1 and not volumes[0].modality:
+        matching = volumes  # an anonymised series without Modality, alone in its folder
+    if len(matching) == 1:
+        return matching[0]
+    if not matching:
+        raise DataError(f"{folder}: holds no {modality} DICOM series with more than one slice; found {listing}")
+    raise DataError(
+        f"{folder}: holds {len(matching)} {modality} series, cannot choose: {listing}; pass {option} UID"
+    )
+
+
+def _dicom_series_files(folder: Path, modality: str | None = None, series_uid: str | None = None) -> list[str]:
+    return list(_select_series(folder, modality, series_uid).files)
+
+
+def _check_size(path: Path, size: tuple[int, ...], max_voxels: int | None) -> None:
+    limit = MAX_VOXELS if max_voxels is None else int(max_voxels)
+    count = 1
+    for n in size:
+        count *= int(n)
+    if count > limit:
+        raise DataError(
+            f"{path}: header declares {count} voxels (size {tuple(int(n) for n in size)}), more than the limit "
+            f"of {limit}; a corrupt header or not a medical volume — if it is real, raise --max-voxels"
+        )
+
+
+def _header_size(path: Path) -> tuple[int, ...]:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return tuple(reader.GetSize())
+
+
+def read_image(
+    path: Path, max_voxels: int | None = None, modality: str | None = None, series_uid: str | None = None
+) -> sitk.Image:
     """Read a NIfTI/MHA/NRRD file or a DICOM series folder, geometry included.
 
     Args:
-        path: an image file, or a folder holding one DICOM series (slices sorted by position).
+        path: an image file, or a folder of DICOM slices (slices sorted by position).
+        max_voxels: refuse an image whose header declares more voxels (None: :data:`MAX_VOXELS`).
+        modality: ``"CT"`` or ``"PT"``: which series of a DICOM folder to take (see the module docstring);
+            None takes the series with the most slices.
+        series_uid: take this SeriesInstanceUID of a DICOM folder.
 
     Returns:
         The image as stored (pixel type unchanged for files; float32 for DICOM series, with each
         slice's RescaleSlope/Intercept applied).
 
     Raises:
-        DataError: the path does not exist, holds no image, or cannot be decoded.
+        DataError: the path does not exist, holds no image, is too large, or cannot be decoded.
     """
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found; check the path or the dataset layout")
+    kind = "DICOM series" if path.is_dir() else "image file"
     try:
         if path.is_dir():
+            files = _dicom_series_files(path, modality, series_uid)
+            _check_size(path, (*_header_size(Path(files[0]))[:2], len(files)), max_voxels)
             reader = sitk.ImageSeriesReader()
-            reader.SetFileNames(_dicom_series_files(path))
+            reader.SetFileNames(files)
             reader.SetOutputPixelType(sitk.sitkFloat32)
             return reader.Execute()
+        _check_size(path, _header_size(path), max_voxels)
         image = sitk.ReadImage(str(path))
-    except RuntimeError as err:
-        kind = "DICOM series" if path.is_dir() else "image file"
+        if image_suffix(path) in (".nii", ".nii.gz"):
+            _check_nifti_complete(path, image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64))
+    except DataError:
+        raise
+    except _DECODE_ERRORS as err:
         raise DataError(
             f"{path}: unreadable {kind} ({_short(err)}); check that it is complete and in a supported format"
         ) from None
-    if image_suffix(path) in (".nii", ".nii.gz") and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
-        _check_nifti_finite(path)
     return image
 
 
-def _check_nifti_finite(path: Path) -> None:
-    """ITK's NIfTI reader turns NaN into 0, so float NIfTI files are checked with nibabel."""
-    import nibabel
+def _check_nifti_complete(path: Path, check_finite: bool) -> None:
+    """Decode the whole file: ITK fills a truncated ``.nii.gz`` up without a word and turns NaN into 0."""
+    if check_finite:
+        import nibabel
 
-    data = np.asanyarray(nibabel.load(str(path)).dataobj)
-    if not np.isfinite(data).all():
-        raise DataError(f"{path}: contains NaN or infinite values; fix or exclude the file")
+        data = np.asanyarray(nibabel.load(str(path)).dataobj)
+        if not np.isfinite(data).all():
+            raise DataError(f"{path}: contains NaN or infinite values; fix or exclude the file")
+    elif image_suffix(path) == ".nii.gz":
+        with gzip.open(path, "rb") as handle:  # reading to the end checks the gzip length and CRC
+            while handle.read(1 << 24):
+                pass
 
 
 def _check_static_3d(image: sitk.Image, path: Path, what: str) -> None:
@@ -147,34 +264,36 @@ def _check_static_3d(image: sitk.Image, path: Path, what: str) -> None:
         raise DataError(f"{path}: {what} is {image.GetDimension()}-D; h2aseg needs a 3-D volume")
 
 
-def read_ct(path: Path) -> sitk.Image:
+def read_ct(path: Path, max_voxels: int | None = None, series_uid: str | None = None) -> sitk.Image:
     """Read a CT volume in Hounsfield units as float32 (DICOM rescale applied; files assumed HU).
 
+    A DICOM folder gives its ``CT`` series (or ``series_uid``); ``max_voxels`` as :func:`read_image`.
+
     Raises:
-        DataError: unreadable, not a scalar 3-D volume.
+        DataError: unreadable, too large, not a scalar 3-D volume, or no/ambiguous CT series.
     """
     path = Path(path)
-    image = read_image(path)
+    image = read_image(path, max_voxels, modality="CT", series_uid=series_uid)
     _check_static_3d(image, path, "CT")
     return sitk.Cast(image, sitk.sitkFloat32)
 
 
-def read_pet(path: Path) -> sitk.Image:
+def read_pet(path: Path, max_voxels: int | None = None, series_uid: str | None = None) -> sitk.Image:
     """Read a PET volume as SUVbw, float32.
 
-    DICOM series are converted from the header (see the module docstring); files are assumed to
-    hold SUV already.
+    DICOM series (the folder's ``PT`` series, or ``series_uid``) are converted from the header (see the
+    module docstring); files are assumed to hold SUV already (:mod:`h2aseg.data.content` checks that).
 
     Raises:
-        DataError: unreadable, not a scalar 3-D volume, or (DICOM) a header tag needed for SUV is
-            missing; the message names the tag.
+        DataError: unreadable, too large, not a scalar 3-D volume, no/ambiguous PT series, or (DICOM) a
+            header tag needed for SUV is missing; the message names the tag.
     """
     path = Path(path)
-    image = read_image(path)
+    image = read_image(path, max_voxels, modality="PT", series_uid=series_uid)
     _check_static_3d(image, path, "PET")
     image = sitk.Cast(image, sitk.sitkFloat32)
     if path.is_dir():
-        first = _dicom_series_files(path)[0]
+        first = _dicom_series_files(path, "PT", series_uid)[0]
         image = image * suv_factor_from_dicom(Path(first))
     return image
 

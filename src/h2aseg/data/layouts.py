@@ -13,10 +13,16 @@ Layouts understood by :func:`discover_cases` (``layout="auto"`` tells them apart
     patient id is the case id.
 ``nnunet``
     nnU-Net raw dataset: ``imagesTr/<case>_0000<ending>`` etc., ``labelsTr/<case><ending>`` and
-    ``dataset.json`` whose ``channel_names`` say which channel is CT and which PET (default 0 = CT,
-    1 = PET). nnU-Net has no patient field: the patient id is taken from the case id by
-    :func:`guess_patient_id`, or from an optional ``"patient_ids": {case: patient}`` entry in
-    ``dataset.json``.
+    ``dataset.json``. Which channel is CT and which PET (:func:`resolve_channels`): ``--ct-channel`` /
+    ``--pet-channel`` when given; else the names in ``channel_names`` (v2) or ``modality`` (v1) when
+    exactly one says CT and one PET (``CT``, ``CTres``…; ``PET``, ``PT``, ``SUV``…); else — names missing,
+    duplicated (nnU-Net's own AutoPET conversion names both channels ``CT`` on purpose, so that they are
+    normalised alike) or ambiguous — the image content of the first complete case decides: the channel
+    holding air (values below −500 HU) is CT, the one without is PET. A dataset where neither decides is
+    one error naming the case and the two options. The choice and its reason are a note of the
+    :class:`Discovery`, printed by ``check``, ``train`` and ``predict``. nnU-Net has no patient field: the
+    patient id is taken from the case id by :func:`guess_patient_id`, or from an optional
+    ``"patient_ids": {case: patient}`` entry in ``dataset.json``.
 ``manifest``
     A CSV or JSON file (or a folder holding ``manifest.csv`` / ``manifest.json``) with columns/keys
     ``case_id, patient_id, ct, pet, label``; relative paths are relative to the manifest's folder;
@@ -36,7 +42,7 @@ import csv
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +59,7 @@ __all__ = [
     "detect_layout",
     "guess_patient_id",
     "make_splits",
+    "resolve_channels",
     "save_splits",
     "load_splits",
     "load_or_create_splits",
@@ -72,6 +79,8 @@ class Case:
         ct: CT file (HU) or DICOM folder.
         pet: PET file (SUV) or DICOM folder (converted to SUV when read).
         label: label file, or ``None`` for an unlabelled (inference) case.
+        ct_series, pet_series: SeriesInstanceUID to take when ``ct``/``pet`` is a DICOM folder holding
+            several series of that modality (None: chosen by Modality, see :mod:`h2aseg.data.io`).
     """
 
     case_id: str
@@ -79,6 +88,8 @@ class Case:
     ct: Path
     pet: Path
     label: Path | None
+    ct_series: str | None = None
+    pet_series: str | None = None
 
 
 @dataclass
@@ -95,10 +106,12 @@ class CaseProblem:
 
 @dataclass
 class Discovery:
-    """The usable cases of a dataset (sorted by case id) and the problems found on the way."""
+    """The usable cases of a dataset (sorted by case id), the problems found on the way, and notes that
+    verbs print (e.g. which nnU-Net channel was taken as CT and which as PET, and why)."""
 
     cases: list[Case]
     problems: list[CaseProblem]
+    notes: list[str] = field(default_factory=list)
 
 
 def guess_patient_id(case_id: str) -> str:
@@ -201,7 +214,98 @@ def _hecktor(root: Path, require_labels: bool) -> Discovery:
     return Discovery(cases, problems)
 
 
-def _nnunet(root: Path, require_labels: bool) -> Discovery:
+def _channel_kind(name: str) -> str | None:
+    """``"ct"``, ``"pet"`` or None (a normalisation scheme such as ``noNorm``, or an unknown name)."""
+    name = name.strip().lower()
+    if name.startswith("ct"):
+        return "ct"
+    if name in ("pt", "pet", "suv") or "pet" in name or "suv" in name:
+        return "pet"
+    return None
+
+
+def _channel_file(folder: Path, case_id: str, channel: int, ending: str) -> Path:
+    return folder / f"{case_id}_{channel:04d}{ending}"
+
+
+def _holds_air(path: Path) -> bool:
+    from h2aseg.data.content import has_air, volume_stats
+    from h2aseg.data.io import read_image, to_array
+
+    return has_air(volume_stats(to_array(read_image(path))))
+
+
+def _channels_by_content(
+    folders: list[Path], ids: list[str], channels: list[int], ending: str, names: dict, root: Path
+) -> tuple[int, int, str]:
+    first = None
+    for folder in folders:
+        for case_id in ids:
+            files = [_channel_file(folder, case_id, k, ending) for k in channels]
+            if not all(f.exists() for f in files):
+                continue
+            first = first or case_id
+            try:
+                air = [_holds_air(f) for f in files]
+            except DataError:
+                continue
+            if sum(air) == 1:
+                ct = channels[air.index(True)]
+                pet = channels[air.index(False)]
+                why = (f"by content of case {case_id}: _{ct:04d} holds air (values below -500 HU) as a CT does, "
+                       f"_{pet:04d} does not" + (f"; dataset.json names {names} do not tell" if names else ""))
+                return ct, pet, why
+            break  # the first complete case decides; a second opinion would hide a broken dataset
+        if first:
+            break
+    raise DataError(
+        f"{root}: case {first or '(none complete)'}: cannot tell which nnU-Net channel is CT and which PET "
+        f"(dataset.json names {names or 'none'}, and the images do not tell: neither or both hold air); "
+        f"pass --ct-channel K --pet-channel K"
+    )
+
+
+def resolve_channels(
+    root: Path, meta: dict, ending: str, ct_channel: int | None = None, pet_channel: int | None = None
+) -> tuple[int, int, str]:
+    """(CT channel, PET channel, reason) of an nnU-Net raw dataset (rules in the module docstring).
+
+    Raises:
+        DataError: the options contradict the data, or neither names nor content decide.
+    """
+    raw = meta.get("channel_names") or meta.get("modality") or {}
+    names = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+    folders = [root / f for f in ("imagesTr", "imagesTs") if (root / f).is_dir()]
+    pattern = re.compile(r"^(.*)_(\d{4})" + re.escape(ending) + "$")
+    found = [(m.group(1), int(m.group(2))) for f in folders for p in f.iterdir() if (m := pattern.match(p.name))]
+    channels = sorted({int(k) for k in names if str(k).isdigit()} | {k for _, k in found})
+    ids = sorted({c for c, _ in found})
+    if ct_channel is not None or pet_channel is not None:
+        rest = [k for k in channels if k not in (ct_channel, pet_channel)]
+        if ct_channel is None or pet_channel is None:
+            if len(rest) != 1:
+                raise DataError(f"{root}: give both --ct-channel and --pet-channel (channels found: {channels})")
+            ct_channel = rest[0] if ct_channel is None else ct_channel
+            pet_channel = rest[0] if pet_channel is None else pet_channel
+        if ct_channel == pet_channel:
+            raise DataError(f"{root}: --ct-channel and --pet-channel are both {ct_channel}; give two channels")
+        return int(ct_channel), int(pet_channel), "as given by --ct-channel/--pet-channel"
+    kinds = {k: _channel_kind(v) for k, v in names.items()}
+    cts = [int(k) for k, v in kinds.items() if v == "ct"]
+    pets = [int(k) for k, v in kinds.items() if v == "pet"]
+    if len(cts) == 1 and len(pets) == 1:
+        key = "channel_names" if "channel_names" in meta else "modality"
+        return cts[0], pets[0], f"from dataset.json {key} {names}"
+    if len(channels) != 2:
+        raise DataError(
+            f"{root}: {len(channels)} channels {channels} and dataset.json names {names or 'none'} do not say "
+            "which is CT and which PET; pass --ct-channel K --pet-channel K"
+        )
+    return _channels_by_content(folders, ids, channels, ending, names, root)
+
+
+def _nnunet(root: Path, require_labels: bool, ct_channel: int | None = None,
+            pet_channel: int | None = None) -> Discovery:
     meta = {}
     if (root / "dataset.json").exists():
         try:
@@ -209,13 +313,9 @@ def _nnunet(root: Path, require_labels: bool) -> Discovery:
         except (OSError, json.JSONDecodeError) as err:
             raise DataError(f"{root / 'dataset.json'}: unreadable ({err}); fix the JSON") from None
     ending = meta.get("file_ending", ".nii.gz")
-    channels = {str(k): str(v).lower() for k, v in meta.get("channel_names", {}).items()}
-    ct_ch, pet_ch = "0", "1"
-    for key, name in channels.items():
-        if name in ("ct", "ctres") or name.startswith("ct"):
-            ct_ch = key
-        elif "pet" in name or name in ("pt", "suv"):
-            pet_ch = key
+    ct_ch, pet_ch, why = resolve_channels(root, meta, ending, ct_channel, pet_channel)
+    note = f"nnU-Net channels: CT = channel {ct_ch} (*_{ct_ch:04d}{ending}), PET = channel {pet_ch} " \
+           f"(*_{pet_ch:04d}{ending}), {why}"
     patients = meta.get("patient_ids", {})
     cases, problems = [], []
     for images, labels in (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs")):
@@ -225,8 +325,8 @@ def _nnunet(root: Path, require_labels: bool) -> Discovery:
         pattern = re.compile(r"^(.*)_(\d{4})" + re.escape(ending) + "$")
         ids = sorted({m.group(1) for p in folder.iterdir() if (m := pattern.match(p.name))})
         for case_id in ids:
-            ct = folder / f"{case_id}_{int(ct_ch):04d}{ending}"
-            pet = folder / f"{case_id}_{int(pet_ch):04d}{ending}"
+            ct = _channel_file(folder, case_id, ct_ch, ending)
+            pet = _channel_file(folder, case_id, pet_ch, ending)
             label: Path | None = root / labels / f"{case_id}{ending}"
             if not ct.exists():
                 problems.append(_problem(case_id, ct, f"CT (channel {ct_ch}) missing"))
@@ -241,7 +341,7 @@ def _nnunet(root: Path, require_labels: bool) -> Discovery:
                 label = None
             patient = str(patients.get(case_id, guess_patient_id(case_id)))
             cases.append(Case(case_id, patient, ct, pet, label))
-    return Discovery(cases, problems)
+    return Discovery(cases, problems, [note])
 
 
 def _manifest(root: Path, require_labels: bool) -> Discovery:
@@ -291,13 +391,21 @@ def _manifest(root: Path, require_labels: bool) -> Discovery:
 _FINDERS = {"autopet": _autopet, "hecktor": _hecktor, "nnunet": _nnunet, "manifest": _manifest}
 
 
-def discover_cases(root: Path, layout: str = "auto", require_labels: bool = True) -> Discovery:
+def discover_cases(
+    root: Path,
+    layout: str = "auto",
+    require_labels: bool = True,
+    ct_channel: int | None = None,
+    pet_channel: int | None = None,
+) -> Discovery:
     """Find every case under ``root``.
 
     Args:
         root: dataset folder (or manifest file).
         layout: one of ``LAYOUTS``; ``"auto"`` detects it from the files.
         require_labels: when True a case without a label is a problem; when False its label is None.
+        ct_channel, pet_channel: nnU-Net channel numbers of CT and PET (only for that layout; None: from
+            ``dataset.json`` names or the image content, see :func:`resolve_channels`).
 
     Returns:
         :class:`Discovery` with the usable cases sorted by case id and one problem per bad case.
@@ -313,7 +421,12 @@ def discover_cases(root: Path, layout: str = "auto", require_labels: bool = True
         layout = detect_layout(root)
     elif not root.exists():
         raise DataError(f"{root}: dataset folder not found; check the path")
-    found = _FINDERS[layout](root, require_labels)
+    if layout == "nnunet":
+        found = _nnunet(root, require_labels, ct_channel, pet_channel)
+    elif ct_channel is not None or pet_channel is not None:
+        raise DataError(f"{root}: --ct-channel/--pet-channel apply to nnU-Net raw data, not the {layout} layout")
+    else:
+        found = _FINDERS[layout](root, require_labels)
     found.cases.sort(key=lambda c: c.case_id)
     ids = [c.case_id for c in found.cases]
     if len(set(ids)) != len(ids):

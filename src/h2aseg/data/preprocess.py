@@ -20,6 +20,11 @@ Labels:
     the grid by linear interpolation of each class's indicator and a voxel-wise argmax (a fraction
     ≥ 0.5 for binary), which keeps small lesions better than nearest-neighbour sampling.
 
+Content checks:
+    Before anything is resampled, the CT must look like HU and the PET like SUV
+    (:mod:`h2aseg.data.content`: air in the CT, HU range, non-negative PET, SUV range, CT/PET swapped,
+    Bq/ml refused with the conversion to use). ``skip_checks`` names the checks to skip for unusual data.
+
 Arrays are indexed (X, Y, Z) with Z axial and stored channel-first (1, X, Y, Z).
 """
 
@@ -37,6 +42,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from h2aseg.atomic import atomic_open
+from h2aseg.data.content import CONTENT_CHECKS, content_findings, resolve_skipped, volume_stats
 from h2aseg.data.io import read_ct, read_image, read_pet, to_array
 from h2aseg.data.layouts import Case, CaseProblem
 from h2aseg.errors import DataError
@@ -48,6 +54,7 @@ __all__ = [
     "restore_to_original",
     "geometry_of",
     "check_cases",
+    "check_content",
 ]
 
 #: Bump when the stored arrays change meaning, so old caches are rebuilt.
@@ -69,6 +76,10 @@ class PreprocessConfig:
         body_threshold_hu: HU above which a voxel counts as body for the crop.
         crop_margin: voxels kept around the body box.
         min_overlap: smallest share of the smaller of CT/PET fields that must overlap.
+        skip_checks: content checks to skip (names of :data:`h2aseg.data.content.CONTENT_CHECKS`, or
+            ``"all"``); they do not change the arrays, so they are not part of :meth:`fingerprint`.
+        max_voxels: largest voxel count an image header may declare (None: :data:`h2aseg.data.io.MAX_VOXELS`);
+            not part of the fingerprint either.
     """
 
     target_spacing: tuple[float, float, float] | None = None
@@ -81,6 +92,8 @@ class PreprocessConfig:
     body_threshold_hu: float = -500.0
     crop_margin: int = 2
     min_overlap: float = 0.1
+    skip_checks: tuple[str, ...] = ()
+    max_voxels: int | None = None
 
     def __post_init__(self) -> None:
         if self.label_mode not in ("binary", "multiclass"):
@@ -95,10 +108,12 @@ class PreprocessConfig:
             self.target_spacing = tuple(float(s) for s in self.target_spacing)
         self.ct_range = tuple(float(v) for v in self.ct_range)
         self.label_values = tuple(int(v) for v in self.label_values)
+        self.skip_checks = tuple(sorted(resolve_skipped(self.skip_checks)))
 
     def fingerprint(self) -> str:
         """Short hash of the settings; cached arrays made with other settings are rebuilt."""
-        text = json.dumps({"version": PREPROCESS_VERSION, **asdict(self)}, sort_keys=True, default=list)
+        settings = {k: v for k, v in asdict(self).items() if k not in ("skip_checks", "max_voxels")}
+        text = json.dumps({"version": PREPROCESS_VERSION, **settings}, sort_keys=True, default=list)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -137,6 +152,24 @@ def _check_finite(array: np.ndarray, case: Case, path: Path, what: str) -> None:
         )
 
 
+def check_content(case: Case, ct_hu: np.ndarray, suv: np.ndarray, skip: Sequence[str] = ()) -> None:
+    """Refuse a case whose CT does not look like HU or PET like SUV (:mod:`h2aseg.data.content`).
+
+    Raises:
+        DataError: one line naming the case, every failed check, and how to skip them.
+    """
+    skip = resolve_skipped(skip)
+    if skip >= frozenset(CONTENT_CHECKS):
+        return
+    findings = content_findings(volume_stats(ct_hu), volume_stats(suv), case.ct, case.pet, skip,
+                                pet_is_dicom=Path(case.pet).is_dir())
+    if findings:
+        raise DataError(
+            f"case {case.case_id}: " + "; ".join(findings)
+            + " (for unusual data: --skip-content-checks, see `h2aseg check --help`)"
+        )
+
+
 def _overlap_box(ct: sitk.Image, pet: sitk.Image, case: Case, min_overlap: float) -> tuple[list[int], list[int]]:
     """Index box [lo, hi) of the PET voxels whose centres lie inside the CT field."""
     size = ct.GetSize()
@@ -161,7 +194,7 @@ def _overlap_box(ct: sitk.Image, pet: sitk.Image, case: Case, min_overlap: float
 
 def _read_label(case: Case, config: PreprocessConfig) -> sitk.Image:
     assert case.label is not None
-    label = read_image(case.label)
+    label = read_image(case.label, config.max_voxels)
     if label.GetDimension() != 3 or label.GetNumberOfComponentsPerPixel() != 1:
         raise DataError(
             f"case {case.case_id}: {case.label}: label is not a scalar 3-D volume (size {label.GetSize()})"
@@ -232,13 +265,14 @@ def preprocess_case(case: Case, config: PreprocessConfig) -> dict:
             CT and PET not overlapping, unexpected label values.
     """
     try:
-        ct = read_ct(case.ct)
-        pet = read_pet(case.pet)
+        ct = read_ct(case.ct, config.max_voxels, case.ct_series)
+        pet = read_pet(case.pet, config.max_voxels, case.pet_series)
     except DataError as err:
         raise DataError(f"case {case.case_id}: {err}") from None
     ct_hu, suv = to_array(ct), to_array(pet)
     _check_finite(ct_hu, case, case.ct, "CT")
     _check_finite(suv, case, case.pet, "PET")
+    check_content(case, ct_hu, suv, config.skip_checks)
     del ct_hu
     original_pet = geometry_of(pet)
     pet = sitk.DICOMOrient(pet, "LPS")

@@ -105,9 +105,10 @@ class H2ASeg(nn.Module):
         self.channels = channels
         self.num_classes = num_classes
         self.windows = self._per_level_windows(window_size)
-        self.patch_size = self.check_patch(patch_size)
         self.use_mcsa, self.use_tamw = use_mcsa, use_tamw
+        # set before check_patch, which only asks the levels that get MCSA to tile their maps
         self.mcsa_levels = tuple(sorted(mcsa_levels)) if use_mcsa else ()
+        self.patch_size = self.check_patch(patch_size)
 
         self.encoder_ct = ResidualEncoder(in_channels, channels, dropout)
         self.encoder_pet = ResidualEncoder(in_channels, channels, dropout)
