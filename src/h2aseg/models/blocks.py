@@ -9,9 +9,12 @@ import torch
 from torch import nn
 
 
-def norm_act(channels: int) -> nn.Sequential:
-    """InstanceNorm3d (affine) followed by PReLU: the pre-activation of the ResUNet-3D blocks."""
-    return nn.Sequential(nn.InstanceNorm3d(channels, affine=True), nn.PReLU())
+def norm_act(channels: int, affine: bool = True) -> nn.Sequential:
+    """InstanceNorm3d followed by PReLU: the pre-activation of the ResUNet-3D blocks.
+
+    ``affine=False`` (no learned scale and shift) is the authors' release, see :mod:`h2aseg.models.h2aseg_release`.
+    """
+    return nn.Sequential(nn.InstanceNorm3d(channels, affine=affine), nn.PReLU())
 
 
 class ResidualBlock(nn.Module):

@@ -25,15 +25,19 @@ class ChannelWeights(nn.Module):
 
     Args:
         channels: channels of x.
-        reduction: hidden width of the two-layer MLP is ``max(channels // reduction, 4)``.
+        reduction: hidden width of the two-layer MLP is ``max(channels // reduction, min_hidden)``.
+        activation: the MLP's hidden activation (ReLU here; the authors' release uses tanh).
+        min_hidden: smallest hidden width (4 here; 1 in the release, which has no floor).
 
     Shapes: x (B, C, H, W, D) -> weights (B, C).
     """
 
-    def __init__(self, channels: int, reduction: int = 4) -> None:
+    def __init__(
+        self, channels: int, reduction: int = 4, activation: type[nn.Module] = nn.ReLU, min_hidden: int = 4
+    ) -> None:
         super().__init__()
-        hidden = max(channels // reduction, 4)
-        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+        hidden = max(channels // reduction, min_hidden)
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), activation(), nn.Linear(hidden, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.mlp(x.mean(dim=(2, 3, 4))))
