@@ -65,7 +65,7 @@ def test_evaluate_folders_writes_reports_and_lists_unusable_cases(folders, capsy
     assert float(rows["neg"]["dice"]) == 0.0
 
     # AutoPET rule: Dice over the lesion-positive case only; precision over both.
-    assert summary["positive_only"] == ["dice", "hd95"]
+    assert summary["positive_only"] == ["dice", "hd95", "fn_volume_ml"]
     assert summary["metrics"]["dice"]["mean"] == pytest.approx(0.5)
     assert summary["metrics"]["precision"]["mean"] == pytest.approx(0.25)
     problems = summary["problems"]
@@ -145,7 +145,7 @@ def _parse(argv):
 def test_evaluate_verb_prints_summary_and_strict_fails_on_problems(folders, capsys):
     pred, gt, out = folders
     args = _parse(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(out), "--no-progress"])
-    assert args.func(args) == 0
+    assert args.func(args) == 1  # cases were left out (issue 11: the exit status says so; before: 0)
     assert "AutoPET rule" in capsys.readouterr().out
     strict = _parse(
         ["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(out), "--strict", "--no-progress"]

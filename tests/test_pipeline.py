@@ -127,7 +127,7 @@ def test_predict_writes_labels_on_the_input_pet_grid_and_evaluate_scores_them(co
         assert prob.min() < 0.5
     capsys.readouterr()
     assert cli_main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(cohort), "--layout", "autopet",
-                     "--out", str(tmp_path / "eval"), "--no-progress"]) == 0
+                     "--cases", *splits["test"], "--out", str(tmp_path / "eval"), "--no-progress"]) == 0
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["n_cases"] == len(splits["test"])
 

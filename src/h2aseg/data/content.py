@@ -105,34 +105,36 @@ def resolve_skipped(names: Iterable[str] | None) -> frozenset[str]:
     return frozenset(CONTENT_CHECKS) if "all" in names else frozenset(names)
 
 
-def _ct_findings(ct: VolumeStats, pet: VolumeStats, ct_path: Path, pet_path: Path, skip) -> list[str]:
+def _ct_findings(ct: VolumeStats, pet: VolumeStats, ct_path: Path, pet_path: Path, skip) -> list[tuple[str, str]]:
     found = []
     if "ct-air" not in skip and not has_air(ct):
         if has_air(pet) and ct.p01 >= PET_NEGATIVE_SUV:
-            return [
+            return [("ct-air",
                 f"CT and PET look swapped: {ct_path} holds no air (no values below {CT_AIR_HU:g} HU) and "
-                f"is non-negative like SUV, while {pet_path} holds CT-like values; swap the two files"
+                f"is non-negative like SUV, while {pet_path} holds CT-like values; swap the two files")
             ]
-        found.append(
+        found.append(("ct-air",
             f"{ct_path}: CT holds no air ({ct.air_fraction:.2%} of voxels below {CT_AIR_HU:g} HU, at least "
             f"{CT_AIR_MIN_FRACTION:.1%} expected): all-zero, or not in Hounsfield units; give the CT in HU"
-        )
+        ))
     if "ct-range" not in skip and (ct.p01 < CT_MIN_HU or ct.p99 > CT_MAX_HU):
-        found.append(
+        found.append(("ct-range",
             f"{ct_path}: CT values outside the Hounsfield range (1st percentile {ct.p01:.0f}, 99th {ct.p99:.0f}; "
             f"expected >= {CT_MIN_HU:g} and <= {CT_MAX_HU:g}); give the CT in HU"
-        )
+        ))
     return found
 
 
-def _pet_findings(pet: VolumeStats, pet_path: Path, skip, pet_is_dicom: bool, swapped: bool) -> list[str]:
+def _pet_findings(
+    pet: VolumeStats, pet_path: Path, skip, pet_is_dicom: bool, swapped: bool
+) -> list[tuple[str, str]]:
     found = []
     if "pet-negative" not in skip and not swapped and pet.negative_fraction > PET_NEGATIVE_MAX_FRACTION:
         what = "CT-like values (air below -500)" if has_air(pet) else "too many negative values"
-        found.append(
+        found.append(("pet-negative",
             f"{pet_path}: PET holds {what}: {pet.negative_fraction:.1%} of voxels below SUV {PET_NEGATIVE_SUV:g} "
             f"(at most {PET_NEGATIVE_MAX_FRACTION:.0%} expected); give the PET in SUV"
-        )
+        ))
     if "pet-range" not in skip and not swapped:
         if pet.p999 > PET_P999_MAX:
             if pet_is_dicom:
@@ -140,14 +142,13 @@ def _pet_findings(pet: VolumeStats, pet_path: Path, skip, pet_is_dicom: bool, sw
             else:
                 beside = " (AutoPET: use SUV.nii.gz, not PET.nii.gz)" if Path(pet_path).name.startswith("PET.") else ""
                 hint = f"looks like activity in Bq/ml, not SUV{beside}; {_SUV_HINT}"
-            found.append(
-                f"{pet_path}: PET 99.9th percentile is {pet.p999:.0f}, above SUV {PET_P999_MAX:g} ({hint})"
-            )
+            found.append(("pet-range", f"{pet_path}: PET 99.9th percentile is {pet.p999:.0f}, above SUV "
+                                         f"{PET_P999_MAX:g}: {hint}"))
         elif pet.p999 < PET_P999_MIN:
-            found.append(
+            found.append(("pet-range",
                 f"{pet_path}: PET holds no uptake (99.9th percentile {pet.p999:.3g}, below SUV {PET_P999_MIN:g}); "
                 "all-zero or not in SUV, give the PET in SUV"
-            )
+            ))
     return found
 
 
@@ -158,8 +159,8 @@ def content_findings(
     pet_path: Path,
     skip: Iterable[str] = (),
     pet_is_dicom: bool = False,
-) -> list[str]:
-    """Every failed content check of one case, one phrase each (empty when the case looks right).
+) -> list[tuple[str, str]]:
+    """Every failed content check of one case as (check name, phrase) (empty when the case looks right).
 
     Args:
         ct, pet: :func:`volume_stats` of the CT (HU) and PET (SUV) as read.
@@ -169,5 +170,5 @@ def content_findings(
     """
     skip = resolve_skipped(skip)
     found = _ct_findings(ct, pet, ct_path, pet_path, skip)
-    swapped = bool(found) and found[0].startswith("CT and PET look swapped")
+    swapped = bool(found) and found[0][1].startswith("CT and PET look swapped")
     return found + _pet_findings(pet, pet_path, skip, pet_is_dicom, swapped)

@@ -164,9 +164,10 @@ def check_content(case: Case, ct_hu: np.ndarray, suv: np.ndarray, skip: Sequence
     findings = content_findings(volume_stats(ct_hu), volume_stats(suv), case.ct, case.pet, skip,
                                 pet_is_dicom=Path(case.pet).is_dir())
     if findings:
+        names = " ".join(dict.fromkeys(name for name, _ in findings))
         raise DataError(
-            f"case {case.case_id}: " + "; ".join(findings)
-            + " (for unusual data: --skip-content-checks, see `h2aseg check --help`)"
+            f"case {case.case_id}: " + "; ".join(text for _, text in findings)
+            + f" (if the data are right but unusual: --skip-content-checks {names})"
         )
 
 

@@ -12,9 +12,12 @@ metric                      both empty        prediction empty     label empty
 dice, precision, recall     1.0               0.0                  0.0
 hd95                        NaN               NaN                  NaN
 false_positive_volume       0.0               0.0                  volume of pred
-false_negative_volume       0.0               volume of label      0.0
+false_negative_volume       NaN               volume of label      NaN
 lesion_detection            all counts 0      every lesion missed  every component false
 ==========================  ================  ===================  ==================
+
+The false-negative volume of a lesion-free study is NaN, as in the autoPET challenge's evaluation
+code (nothing can be missed); summaries average it over lesion-positive studies only.
 
 Connected components use 18-connectivity (voxels sharing a face or an edge, not only a corner), the
 autoPET challenge's choice: ``scipy.ndimage.generate_binary_structure(3, 2)``.
@@ -181,9 +184,12 @@ def false_positive_volume(pred: np.ndarray, gt: np.ndarray, spacing: Spacing) ->
 def false_negative_volume(pred: np.ndarray, gt: np.ndarray, spacing: Spacing) -> float:
     """autoPET false-negative volume in ml: label 18-connected components that overlap no predicted voxel.
 
-    Empty masks: 0.0 when the label is empty; the whole label volume when the prediction is empty.
+    Empty masks: NaN when the label is empty (a lesion-free study, as the autoPET evaluation code); the
+    whole label volume when the prediction is empty.
     """
     p, g = _pair(pred, gt)
+    if not g.any():
+        return math.nan
     sizes, touched = _components(g, p)
     return int(sizes[~touched].sum()) * voxel_volume_ml(spacing)
 
@@ -263,7 +269,7 @@ def case_metrics(
     # Components are found once and shared by the FP/FN volumes and the detection counts.
     p_comp, g_comp = _components(p, g), _components(g, p)
     row["fp_volume_ml"] = int(p_comp[0][~p_comp[1]].sum()) * vml
-    row["fn_volume_ml"] = int(g_comp[0][~g_comp[1]].sum()) * vml
+    row["fn_volume_ml"] = int(g_comp[0][~g_comp[1]].sum()) * vml if sg else math.nan  # autoPET: NaN lesion-free
     row.update(_detection(p_comp, g_comp, 0.0))
     row.update(
         {
