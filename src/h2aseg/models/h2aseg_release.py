@@ -207,8 +207,8 @@ class ReleaseMCSA(nn.Module):
         self.pool_pet = nn.Conv3d(channels, channels, self.pool, stride=self.pool)
         self.inter = ReleaseBDSA(channels, MCSA_QK_REDUCTION, dropout, residual=False)
         self.intra = ReleaseBDSA(channels, MCSA_QK_REDUCTION, dropout, residual=False)
-        self.norm_ct1, self.norm_pet1 = norm_act(channels, affine=False), norm_act(channels, affine=False)
-        self.norm_ct2, self.norm_pet2 = norm_act(channels, affine=False), norm_act(channels, affine=False)
+        self.norm_ct1, self.norm_ct2 = norm_act(channels, affine=False), norm_act(channels, affine=False)
+        self.norm_pet1, self.norm_pet2 = norm_act(channels, affine=False), norm_act(channels, affine=False)
 
     def forward(self, ct: torch.Tensor, pet: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = ct.shape[2:]
@@ -319,15 +319,18 @@ class H2ASegRelease(nn.Module):
             self.attention[str(k)] = ReleaseMCSA(channels[k - 1], window, attention_dropout)
         for k in GLOBAL_LEVELS:
             self.attention[str(k)] = ReleaseBDSA(channels[k - 1], 1, attention_dropout, residual=True)
-        self.tamw, self.decode = nn.ModuleDict(), nn.ModuleDict()
-        for k in (4, 3, 2, 1):
-            here, below = 2 * channels[k - 1], 2 * channels[k]
-            self.tamw[str(k)] = ReleaseTAMW(here, here + below)
-            self.decode[str(k)] = ReleaseResidualBlock(here + below, here, stride=1, dropout=dropout)
+        # Modules in the release's order (decoder blocks, TAMWs, heads from level 5), so state dicts list alike.
+        self.decode = nn.ModuleDict({
+            str(k): ReleaseResidualBlock(2 * (channels[k - 1] + channels[k]), 2 * channels[k - 1], 1, dropout)
+            for k in (4, 3, 2, 1)
+        })
+        self.tamw = nn.ModuleDict({
+            str(k): ReleaseTAMW(2 * channels[k - 1], 2 * (channels[k - 1] + channels[k])) for k in (4, 3, 2, 1)
+        })
         self.heads = nn.ModuleDict({
             str(k): nn.Sequential(*norm_act(2 * channels[k - 1], affine=False),
                                   nn.Conv3d(2 * channels[k - 1], self.num_classes, 3, padding=1))
-            for k in range(1, 6)
+            for k in (5, 4, 3, 2, 1)
         })
 
     def _encoder(self, in_channels: int, dropout: float) -> nn.ModuleDict:
