@@ -14,6 +14,9 @@ def test_demo_writes_report_with_table_and_pictures(tmp_path):
     assert code == 0
     report = (out / "report.md").read_text()
     assert "| h2aseg (trained here) |" in report and "| SUV ≥ 2.5 threshold (no training) |" in report
+    assert "| basicunet (trained here) |" in report  # trained side by side, same budget
+    assert (out / "compare" / "basicunet" / "train_summary.json").exists()
+    assert "protocol: cpu" in (out / "run" / "config.yaml").read_text()
     pictures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)
     assert any(p.endswith("_mip.png") for p in pictures) and "figures/training_curves.png" in pictures
     for picture in pictures:

@@ -2,23 +2,29 @@
 
 Everything lands under one folder::
 
-    OUT/cohort/              synthetic AutoPET-II-like studies (the real on-disk layout)
-    OUT/run/                 the training run (config.yaml, splits.json, checkpoints, metrics.csv)
-    OUT/predictions/         test-split labels on each study's PET grid
+    OUT/cohort/              synthetic AutoPET-II-like studies (the real on-disk layout), realistic lesion sizes
+    OUT/run/                 the H2ASeg run (config.yaml, splits.json, checkpoints, metrics.csv, train.log)
+    OUT/compare/<model>/     each comparison network's run (default: MONAI's BasicUNet), same split and budget
+    OUT/predictions/         test-split labels on each study's PET grid; OUT/compare_predictions/<model>/ likewise
     OUT/threshold/           the SUV >= 2.5 reference on the same studies
-    OUT/evaluation/          per-case CSV and summary of the network; OUT/evaluation_threshold/ likewise
+    OUT/evaluation/          per-case CSV and summary of the network; OUT/evaluation_<model>/ and
+                             OUT/evaluation_threshold/ likewise
     OUT/figures/             training curves, PET MIPs with TP/FN/FP overlay, CT/PET fusion slices
     OUT/report.md            the table and the pictures
 
-Demo settings differ from the paper's on purpose (minutes on two CPU cores instead of 200 GPU epochs):
-small channels, 32³ patches at the 4 mm PET grid, learning rate 1e-3 annealed to 0 over the time budget
-(poly schedule), no rotation augmentation (the synthetic bodies are all upright); each is an option.
+Demo settings are ``h2aseg train --protocol cpu`` (:mod:`h2aseg.training.protocols`), not the paper's 200
+GPU epochs: small channels, 32³ patches at the 4 mm PET grid, learning rate 1e-3 annealed to 0 over the
+time budget (poly schedule), no rotation augmentation (the synthetic bodies are all upright), the lesion
+anywhere in the training patch. The networks train side by side, one process each with an equal share
+of the CPU cores, for the same wall time, so the report compares them at equal cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,12 +33,20 @@ from h2aseg.atomic import atomic_write_text
 from h2aseg.config import RunConfig
 from h2aseg.data.io import write_image
 from h2aseg.data.layouts import Case, discover_cases
+from h2aseg.data.phantom import LESION_SIZE_PRESETS
+from h2aseg.data.preprocess import PreprocessedCache
 from h2aseg.data.synthetic import generate_cohort
+from h2aseg.errors import H2ASegError
 from h2aseg.evaluation.evaluate import evaluate_folders
 from h2aseg.evaluation.report import format_mean_std
-from h2aseg.inference.predictor import PredictOptions, load_trained_model, predict_cases, threshold_mask
-from h2aseg.training.schedule import SCHEDULES
-from h2aseg.training.trainer import Trainer
+from h2aseg.inference.predictor import (
+    PredictOptions,
+    load_trained_model,
+    predict_cases,
+    preprocess_config_for,
+    threshold_mask,
+)
+from h2aseg.training.protocols import apply_protocol
 from h2aseg.viz.cli import load_case
 from h2aseg.viz.curves import training_curves
 from h2aseg.viz.mip import mip_overlay
@@ -46,21 +60,54 @@ def say(message: str) -> None:
     print(f"[demo] {message}", file=sys.stderr, flush=True)
 
 
-def demo_config(args: argparse.Namespace, cohort: Path) -> RunConfig:
+def demo_config(args: argparse.Namespace, cohort: Path, model: str) -> RunConfig:
+    """``h2aseg train --protocol cpu`` on the demo cohort, with the demo's budget and any overrides."""
     config = RunConfig()
-    config.data.root = str(cohort)
-    config.data.layout = "autopet"
-    config.data.cache_dir = str(args.out / "cache")
-    config.model.name = args.model
-    config.model.options = {"dropout": args.dropout}
-    if args.channels:
+    config.data.root, config.data.layout, config.data.cache_dir = str(cohort), "autopet", str(args.out / "cache")
+    config.model.name = model
+    if args.channels and model == args.models[0]:
         config.model.options["channels"] = list(args.channels)
+    apply_protocol(config, "cpu")
     t = config.train
-    t.epochs, t.patch, t.lr, t.seed, t.lr_schedule = 1000, list(args.patch), args.lr, args.seed, args.lr_schedule
-    t.max_minutes, t.val_every, t.batch, t.grad_clip = args.minutes, args.val_every, args.batch, args.grad_clip
-    t.channels_last, t.hot_negatives_suv = True, (args.hot_negatives_suv or None)
-    t.rotate_prob = args.rotate_prob
+    t.epochs, t.seed, t.max_minutes, t.val_every = 1000, args.seed, args.minutes, args.val_every
+    if args.lr is not None:
+        t.lr = args.lr
     return config
+
+
+def _run_dir(out: Path, index: int, model: str) -> Path:
+    return out / "run" if index == 0 else out / "compare" / model
+
+
+def train_side_by_side(args: argparse.Namespace, cohort: Path) -> dict[str, Path]:
+    """Train every network of ``args.models`` at once, one process each, the cores shared out equally.
+
+    Returns the run folder of each network. Each run logs to ``RUN/train.log``; a rerun resumes.
+    """
+    configs = {m: demo_config(args, cohort, m) for m in args.models}
+    first = next(iter(configs.values()))
+    cases = discover_cases(cohort, "autopet").cases
+    PreprocessedCache(Path(first.data.cache_dir), preprocess_config_for(first)).build(cases, progress=not args.no_progress)
+    threads = max(1, (os.cpu_count() or 1) // len(configs))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    runs, procs = {}, []
+    for index, (model, config) in enumerate(configs.items()):
+        run_dir = runs[model] = _run_dir(args.out, index, model)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / "demo_config.yaml")
+        resume = ["--resume"] if (run_dir / "last.pt").exists() else []
+        if (run_dir / "train_summary.json").exists():
+            continue
+        cmd = [sys.executable, "-m", "h2aseg", "train", "--config", str(run_dir / "demo_config.yaml"),
+               "--out", str(run_dir), "--no-progress", *resume]
+        log = (run_dir / "train.log").open("a")
+        procs.append((model, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
+    for model, proc, log in procs:
+        code = proc.wait()
+        log.close()
+        if code != 0:
+            raise H2ASegError(f"training {model} failed (exit {code}); see {runs[model] / 'train.log'}")
+    return runs
 
 
 def threshold_predictions(cases: list[Case], out_dir: Path, method: str = "suv2.5") -> None:
@@ -112,30 +159,31 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def write_report(out: Path, args, result, summary: dict, threshold: dict, figures: list[Path],
-                 timings: dict, n_split: dict, parameters: int) -> Path:
-    dice = summary["metrics"]["dice"]
+def write_report(out: Path, args, results: dict, summaries: dict, threshold: dict, figures: list[Path],
+                 timings: dict, n_split: dict, parameters: dict) -> Path:
+    main = args.models[0]
+    dice = summaries[main]["metrics"]["dice"]
+    trained = "; ".join(
+        f"`{m}` ({parameters[m]:,} parameters): {r['steps']} steps in {r['seconds'] / 60:.1f} min, best validation Dice "
+        f"{r['best_metric'] if r['best_metric'] is not None else float('nan'):.3f}" for m, r in results.items())
     lines = [
         "# h2aseg demo report",
         "",
-        f"Synthetic AutoPET-II-like cohort of {args.cases} studies (seed {args.seed}); patient-grouped split "
-        f"{n_split['train']}/{n_split['val']}/{n_split['test']} (train/val/test). "
-        f"Network `{args.model}` ({parameters:,} parameters), trained {result.epochs_run} epochs "
-        f"({result.seconds / 60:.1f} min wall, stopped by {result.stopped_by}); best validation Dice "
-        f"{result.best_metric:.3f} at epoch {result.best_epoch}.",
+        f"Synthetic AutoPET-II-like cohort of {args.cases} studies (seed {args.seed}, lesion sizes "
+        f"`{args.lesion_sizes}`); patient-grouped split {n_split['train']}/{n_split['val']}/{n_split['test']} "
+        f"(train/val/test). Trained side by side for {args.minutes:g} min each, the CPU cores shared equally: {trained}.",
         "",
-        f"Settings (demo, not the paper's 200 GPU epochs): patch {'×'.join(map(str, args.patch))}, batch {args.batch}, "
-        f"channels {tuple(args.channels)}, Adam lr {args.lr:g} ({args.lr_schedule} schedule), gradient-norm cap {args.grad_clip:g}, dropout "
-        f"{args.dropout:g}, axial rotation with probability {args.rotate_prob:g}, " + (f"negative crops also on non-lesion uptake ≥ SUV {args.hot_negatives_suv:g} (not in the paper)"
-                                 if args.hot_negatives_suv else "the paper's pos 1 / neg 1 crops") + ".",
+        "Settings: `h2aseg train --protocol cpu` (patch 32³, batch 2, Adam lr 1e-3 with the poly schedule, "
+        "gradient-norm cap 12, no rotation, the lesion anywhere in the training patch, dropout 0; the H2ASeg "
+        f"family at channels {tuple(args.channels)}), not the paper's 200 GPU epochs.",
         "",
-        f"**Test Dice over lesion-positive studies: {100 * dice['mean']:.1f} ± {100 * dice['std']:.1f} %** "
+        f"**{main} test Dice over lesion-positive studies: {100 * dice['mean']:.1f} ± {100 * dice['std']:.1f} %** "
         f"(n = {dice['n']}). Dice and HD95 follow the AutoPET rule (lesion-positive studies only); the other "
         "columns cover all test studies. Mean ± std over studies.",
         "",
         "| " + " | ".join(TABLE_HEADER) + " |",
         "|" + "---|" * len(TABLE_HEADER),
-        table_row(f"{args.model} (trained here)", summary),
+        *[table_row(f"{m} (trained here)", summaries[m]) for m in args.models],
         table_row("SUV ≥ 2.5 threshold (no training)", threshold),
         "",
         "The threshold row shows why CT is needed: physiological uptake (brain, heart, kidneys, bladder) and "
@@ -149,8 +197,8 @@ def write_report(out: Path, args, result, summary: dict, threshold: dict, figure
         "",
         "## Pictures",
         "",
-        "PET maximum-intensity projections (inverted grey, SUV 0–10): true positive red, false negative blue, "
-        "false positive yellow (as in the paper's Fig. 3).",
+        f"PET maximum-intensity projections of `{main}`'s predictions (inverted grey, SUV 0–10): true positive "
+        "red, false negative blue, false positive yellow (as in the paper's Fig. 3).",
         "",
         *[f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figures],
         "",
@@ -163,6 +211,13 @@ def write_report(out: Path, args, result, summary: dict, threshold: dict, figure
     return path
 
 
+def _run_summary(run_dir: Path) -> dict:
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    rows = (run_dir / "metrics.csv").read_text().strip().splitlines()
+    summary["steps"] = int(rows[-1].split(",")[1]) if len(rows) > 1 else 0
+    return summary
+
+
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -171,45 +226,50 @@ def run(args: argparse.Namespace) -> int:
     cohort = out / "cohort"
     if not any(cohort.glob("PETCT_*")):
         say(f"writing a synthetic AutoPET-like cohort of {args.cases} studies to {cohort}")
-        generate_cohort("autopet", cohort, args.cases, seed=args.seed)
+        generate_cohort("autopet", cohort, args.cases, seed=args.seed, lesion_sizes=args.lesion_sizes)
     timings["synthetic cohort"] = time.monotonic() - clock
 
     clock = time.monotonic()
-    run_dir = out / "run"
-    say(f"training {args.model} for up to {args.minutes} min into {run_dir}")
-    result = Trainer(demo_config(args, cohort), run_dir, resume=(run_dir / "last.pt").exists(),
-                     progress=not args.no_progress).fit()
+    say(f"training {', '.join(args.models)} side by side for up to {args.minutes} min")
+    runs = train_side_by_side(args, cohort)
+    results = {m: _run_summary(d) for m, d in runs.items()}
     timings["training (incl. validation)"] = time.monotonic() - clock
 
     clock = time.monotonic()
-    splits = json.loads((run_dir / "splits.json").read_text())
+    main = args.models[0]
+    splits = json.loads((runs[main] / "splits.json").read_text())
     cases = {c.case_id: c for c in discover_cases(cohort, "autopet").cases}
     test_cases = [cases[i] for i in splits["test"] if i in cases]
-    loaded = load_trained_model(run_dir)
-    say(f"predicting {len(test_cases)} test studies")
-    predict_cases(loaded, test_cases, out / "predictions", PredictOptions(overlap=0.5), progress=not args.no_progress)
+    test_ids = [c.case_id for c in test_cases]
+    pred_dirs = {m: out / "predictions" if m == main else out / "compare_predictions" / m for m in args.models}
+    parameters = {}
+    for model in args.models:
+        loaded = load_trained_model(runs[model])
+        parameters[model] = sum(p.numel() for p in loaded.model.parameters())
+        say(f"predicting {len(test_cases)} test studies with {model}")
+        predict_cases(loaded, test_cases, pred_dirs[model], PredictOptions(overlap=0.5), progress=not args.no_progress)
     threshold_predictions(test_cases, out / "threshold")
     timings["prediction"] = time.monotonic() - clock
 
     clock = time.monotonic()
-    test_ids = [c.case_id for c in test_cases]
-    summary = evaluate_folders(out / "predictions", cohort, out / "evaluation", layout="autopet",
-                               progress=False, case_ids=test_ids)
+    summaries = {m: evaluate_folders(pred_dirs[m], cohort, out / ("evaluation" if m == main else f"evaluation_{m}"),
+                                     layout="autopet", progress=False, case_ids=test_ids) for m in args.models}
     threshold = evaluate_folders(out / "threshold", cohort, out / "evaluation_threshold", layout="autopet",
                                  progress=False, case_ids=test_ids)
     timings["evaluation"] = time.monotonic() - clock
 
     clock = time.monotonic()
-    figures = [training_curves(run_dir / "metrics.csv", out / "figures" / "training_curves.png")]
-    figures += draw_figures(test_cases, out / "predictions", out / "figures", read_rows(out / "evaluation" / "per_case.csv"))
+    figures = [training_curves(runs[main] / "metrics.csv", out / "figures" / "training_curves.png")]
+    figures += [training_curves(runs[m] / "metrics.csv", out / "figures" / f"training_curves_{m}.png")
+                for m in args.models[1:]]
+    figures += draw_figures(test_cases, pred_dirs[main], out / "figures", read_rows(out / "evaluation" / "per_case.csv"))
     timings["pictures"] = time.monotonic() - clock
 
-    parameters = sum(p.numel() for p in loaded.model.parameters())
     n_split = {k: len(v) for k, v in splits.items()}
-    report = write_report(out, args, result, summary, threshold, figures, timings, n_split, parameters)
-    dice = summary["metrics"]["dice"]
-    say(f"test Dice (lesion-positive studies): {dice['mean']:.3f} ± {dice['std']:.3f}; "
-        f"SUV>=2.5 threshold: {threshold['metrics']['dice']['mean']:.3f}; total {sum(timings.values()) / 60:.1f} min")
+    report = write_report(out, args, results, summaries, threshold, figures, timings, n_split, parameters)
+    scores = ", ".join(f"{m} {summaries[m]['metrics']['dice']['mean']:.3f}" for m in args.models)
+    say(f"test Dice (lesion-positive studies): {scores}; SUV>=2.5 threshold: "
+        f"{threshold['metrics']['dice']['mean']:.3f}; total {sum(timings.values()) / 60:.1f} min")
     print(report)
     return 0
 
@@ -225,21 +285,16 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--cases", type=int, default=60,
                         help="synthetic studies to generate (60: about 8 lesion-positive studies in the test split)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cohort, split and training")
-    parser.add_argument("--model", default="h2aseg", help="registered network to train")
-    parser.add_argument("--channels", type=int, nargs="+", default=[4, 8, 16, 32, 64], help="network channels per level")
-    parser.add_argument("--patch", type=int, nargs=3, default=[32, 32, 32], help="training patch in voxels")
-    parser.add_argument("--dropout", type=float, default=0.0, help="dropout inside the network (short runs learn faster without)")
-    parser.add_argument("--hot-negatives-suv", type=float, default=0.0,
-                        help="also centre negative crops on non-lesion uptake >= this SUV (0 = the paper's pos/neg crops)")
-    parser.add_argument("--rotate-prob", type=float, default=0.0,
-                        help="probability of the ±45° axial rotation per patch (`h2aseg train` and the release: 0.8; the "
-                             "synthetic bodies are never rotated, and a short run learns faster without it)")
-    parser.add_argument("--grad-clip", type=float, default=12.0, help="cap on the gradient norm (nnU-Net's 12)")
-    parser.add_argument("--batch", type=int, default=2, help="patches per optimizer step")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (the paper's 1e-4 is for 200 GPU epochs)")
-    parser.add_argument("--lr-schedule", choices=SCHEDULES, default="poly",
-                        help="exponential: x0.99 per epoch; poly: down to 0 at the end of --minutes")
-    parser.add_argument("--minutes", type=float, default=11.5, help="training wall-time budget (validation included)")
+    parser.add_argument("--models", nargs="+", default=["h2aseg", "basicunet"],
+                        help="networks trained side by side for the same wall time; the first is the demo's subject "
+                             "(its pictures), the rest its comparison")
+    parser.add_argument("--lesion-sizes", choices=tuple(LESION_SIZE_PRESETS), default="realistic",
+                        help="lesion-size preset of the synthetic cohort (legacy: the first version's large lesions)")
+    parser.add_argument("--channels", type=int, nargs="+", default=[4, 8, 16, 32, 64],
+                        help="channels per level of the first network")
+    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the cpu protocol's 1e-3)")
+    parser.add_argument("--minutes", type=float, default=11.5,
+                        help="training wall-time budget of every network, validation included (they run at once)")
     parser.add_argument("--val-every", type=int, default=20, help="validate every N epochs (and at the end)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
