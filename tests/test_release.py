@@ -146,3 +146,26 @@ def test_release_protocol_sets_the_release_loss_and_dropout_for_h2aseg():
         torch.randn(2, 1, 32, 32, 32), torch.randn(2, 1, 32, 32, 32))
     loss = DeepSupervisionLoss(kind="release")(outputs, (torch.rand(2, 1, 32, 32, 32) > 0.9).float())
     assert loss.requires_grad and torch.isfinite(loss)
+
+
+def test_table3_counts_the_release_background_term_with_its_minus_sign_and_ct_first():
+    from h2aseg.benchmarking.tamw_analysis import TAMWRecorder, has_tamw
+
+    model = H2ASegRelease(**TINY).eval()
+    assert has_tamw(model)
+    for k, tamw in model.tamw.items():
+        c = model.channels[int(k) - 1]
+        for weights, first, rest in ((tamw.fore_weights, 5.0, -5.0), (tamw.back_weights, 5.0, 5.0)):
+            last = weights.mlp[2]
+            torch.nn.init.zeros_(last.weight)
+            last.bias.data.fill_(rest)
+            last.bias.data[:c] = first  # the release's first C^k channels are CT
+    recorder = TAMWRecorder(model)
+    with torch.no_grad(), recorder.attached():
+        model(torch.randn(1, 1, 32, 32, 16), torch.randn(1, 1, 32, 32, 16))
+    rows = recorder.case_rows("case")
+    assert [r["depth"] for r in rows] == [1, 2, 3, 4]
+    for row in rows:
+        assert (row["fore_ct"], row["fore_pet"]) == (100.0, 0.0)
+        # raw W_back > 0 everywhere, but the release subtracts that term: no channel's background is emphasised
+        assert (row["back_ct"], row["back_pet"]) == (0.0, 0.0)

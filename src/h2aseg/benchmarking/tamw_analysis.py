@@ -3,11 +3,22 @@
 TAMW at decoder level k (Eqs. 2–4) re-weights F^k = concat(F_pet^k, F_ct^k, up(D^{k+1})) with one
 weight per channel, W_fore^k and W_back^k in (−1, 1). Channels ``[0, C^k)`` of F^k are PET and
 ``[C^k, 2C^k)`` are CT (C^k = ``model.channels[k-1]``); the up-sampled decoder channels are not counted.
-The paper calls a channel *emphasised* when its weight is > 0 (Sec. 2.2).
+The authors' release (``h2aseg_release``) puts CT first; a TAMW module's ``modalities`` attribute gives
+the order (PET, CT when it has none).
+
+Sign convention. The paper calls a channel *emphasised* when its weight is > 0 (Sec. 2.2), reading
+Eq. 4, F_enh = F + W_fore ⊙ F_fore + W_back ⊙ F_back, where a positive weight adds the term. The release
+computes F_enh = F + W_fore ⊙ F_fore − W_back ⊙ F_back, so there a positive W_back *removes* the background
+term and "W_back > 0" means the opposite. Here a channel is emphasised when the coefficient of its term in
+F_enh is positive: W_fore > 0 for the foreground, and ``back_sign`` · W_back > 0 for the background, with
+``back_sign`` = +1 for ``h2aseg`` (Eq. 4) and −1 for ``h2aseg_release`` (the TAMW module's ``back_sign``
+attribute; +1 when it has none). For the release, the share of channels with a raw W_back > 0, which is
+what "W_back > 0" in its own code counts, is therefore 100 − the background share reported here (weights
+of exactly 0 aside). The foreground columns mean the same for both networks.
 
 Definition implemented here (the paper does not spell out how weights of one case are pooled):
 
-1. During sliding-window inference of a test case every patch p gives W_fore^k(p) and W_back^k(p)
+1. During sliding-window inference of a test case every patch p gives W_fore^k(p) and back_sign · W_back^k(p)
    (read with forward hooks on ``model.tamw[str(k)].fore_weights`` / ``.back_weights``) and the mean
    foreground probability m_p = mean(P̃^k(p)) that TAMW received (a forward pre-hook on
    ``model.tamw[str(k)]``).
@@ -36,7 +47,7 @@ TAMW_COLUMNS: tuple[str, ...] = ("fore_pet", "fore_ct", "back_pet", "back_ct")
 
 
 def has_tamw(model: nn.Module) -> bool:
-    """True for a network with TAMW modules (H2ASeg and its ``h2aseg_no_mcsa`` ablation)."""
+    """True for a network with TAMW modules (H2ASeg, its ``h2aseg_no_mcsa`` ablation, ``h2aseg_release``)."""
     tamw = getattr(model, "tamw", None)
     return isinstance(tamw, nn.ModuleDict) and len(tamw) > 0 and hasattr(model, "channels")
 
@@ -49,14 +60,20 @@ def _weighted_mean(weights: np.ndarray, mass: np.ndarray) -> np.ndarray:
 
 
 def shares_from_weights(
-    fore: np.ndarray, back: np.ndarray, foreground_mass: np.ndarray, channels: int
+    fore: np.ndarray,
+    back: np.ndarray,
+    foreground_mass: np.ndarray,
+    channels: int,
+    modalities: tuple[str, str] = ("pet", "ct"),
 ) -> dict[str, float]:
     """Shares (%) of PET and CT channels emphasised (weight > 0) for one case at one depth.
 
     Args:
-        fore, back: (patches, 2(C^k + C^{k+1})) W_fore^k and W_back^k of every patch of the case.
+        fore, back: (patches, 2(C^k + C^{k+1})) W_fore^k and back_sign · W_back^k of every patch of the case
+            (the coefficients of the two terms in F_enh; see the module docstring).
         foreground_mass: (patches,) mean foreground probability m_p of each patch.
         channels: C^k, the channels of each modality at this depth.
+        modalities: which modality the first and the second C^k channels of F^k hold.
 
     Returns:
         ``{"fore_pet", "fore_ct", "back_pet", "back_ct"}`` in [0, 100] (see the module docstring).
@@ -69,7 +86,10 @@ def shares_from_weights(
         )
     w_fore = _weighted_mean(fore, mass)
     w_back = _weighted_mean(back, 1.0 - mass)
-    pet, ct = slice(0, channels), slice(channels, 2 * channels)
+    if sorted(modalities) != ["ct", "pet"]:
+        raise ValueError(f"modalities must name 'pet' and 'ct' once each, got {modalities}")
+    first, second = slice(0, channels), slice(channels, 2 * channels)
+    pet, ct = (first, second) if modalities[0] == "pet" else (second, first)
     return {
         "fore_pet": 100.0 * float((w_fore[pet] > 0).mean()),
         "fore_ct": 100.0 * float((w_fore[ct] > 0).mean()),
@@ -94,6 +114,8 @@ class TAMWRecorder:
         self.model = model
         self.levels = sorted(int(k) for k in model.tamw)
         self.channels = {k: int(model.channels[k - 1]) for k in self.levels}
+        self.modalities = {k: tuple(getattr(model.tamw[str(k)], "modalities", ("pet", "ct"))) for k in self.levels}
+        self.back_sign = {k: float(getattr(model.tamw[str(k)], "back_sign", 1.0)) for k in self.levels}
         self.reset()
 
     def reset(self) -> None:
@@ -110,7 +132,7 @@ class TAMWRecorder:
             self._fore[level].append(output.detach().float().cpu().numpy())
 
         def back(_module, _args, output):
-            self._back[level].append(output.detach().float().cpu().numpy())
+            self._back[level].append(self.back_sign[level] * output.detach().float().cpu().numpy())
 
         return pre, fore, back
 
@@ -138,7 +160,7 @@ class TAMWRecorder:
                 continue
             fore, back = np.concatenate(self._fore[k]), np.concatenate(self._back[k])
             mass = np.concatenate(self._mass[k])
-            shares = shares_from_weights(fore, back, mass, self.channels[k])
+            shares = shares_from_weights(fore, back, mass, self.channels[k], self.modalities[k])
             rows.append({"case_id": case_id, "depth": k, **shares, "patches": int(fore.shape[0])})
         return rows
 
