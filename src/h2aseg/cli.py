@@ -21,11 +21,13 @@ VERB_MODULES: tuple[str, ...] = (
     "h2aseg.data.cli",  # synth, preprocess, check
     "h2aseg.training.cli",  # train
     "h2aseg.inference.cli",  # predict
+    "h2aseg.export.cli",  # export
     "h2aseg.evaluation.cli",  # evaluate
     "h2aseg.viz.cli",  # viz
     "h2aseg.benchmarking.cli",  # benchmark
     "h2aseg.demo",  # demo
     "h2aseg.models.cli",  # info
+    "h2aseg.models.release_import",  # import-release
 )
 
 

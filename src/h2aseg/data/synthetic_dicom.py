@@ -70,7 +70,7 @@ def pet_header(case_id: str, seed: int) -> dict:
 def _common(ds: Dataset, header: dict, study: dict, series_uid: str, modality: str, number: int) -> None:
     """Patient, study, series, frame-of-reference and equipment tags shared by every slice of a series."""
     when = header["series_start"]
-    ds.PatientName, ds.PatientID = study["patient_id"], study["patient_id"]
+    ds.PatientName, ds.PatientID = f"{study['patient_id']}^", study["patient_id"]
     ds.PatientBirthDate, ds.PatientSex = "19600101", "O"
     ds.PatientWeight = f"{header['weight_kg']:.1f}"
     ds.StudyInstanceUID, ds.StudyID, ds.AccessionNumber = study["study_uid"], "1", ""
@@ -134,7 +134,7 @@ def write_series(image: sitk.Image, folder: Path, modality: str, header: dict, s
         _common(ds, header, study, series_uid, "CT" if modality == "CT" else "PT", number)
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.InstanceNumber = k + 1
-        ds.ImagePositionPatient = [f"{v:.6g}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))]
+        ds.ImagePositionPatient = [f"{v:.5f}" for v in image.TransformIndexToPhysicalPoint((0, 0, k))]
         ds.ImageOrientationPatient = [f"{v:.6g}" for v in (*direction[:, 0], *direction[:, 1])]
         ds.PixelSpacing = [f"{spacing[1]:.6g}", f"{spacing[0]:.6g}"]
         ds.SliceThickness = f"{spacing[2]:.6g}"

@@ -1,0 +1,204 @@
+"""The trained network outside PyTorch: ONNX (and TorchScript) export with a parity check.
+
+The exported graph is the eval-mode network on one patch (the training patch, fixed spatial size) with a
+dynamic batch of patches; sliding-window blending, resampling and SUV conversion stay outside (the
+``preprocessing.json`` of a model package says what to apply). Inputs ``ct`` and ``pet``, each
+``(N, 1, H, W, D)`` scaled as in training; outputs ``logits`` ``(N, K, H, W, D)`` and ``probabilities``
+(sigmoid for K = 1, softmax over K > 1).
+
+Exporter: PyTorch's TorchScript-based ONNX exporter (``dynamo=False``, opset 17), which needs only the
+``onnx`` package; the Dynamo exporter would also need ``onnxscript``. The trace fixes every shape
+computation of the network to the patch (MCSA window counts, TAMW up-sampling sizes), which is why the
+spatial size is fixed and only the batch is dynamic.
+
+After export, :func:`check_parity` runs ONNX Runtime (optional: ``pip install onnxruntime``) and PyTorch on a
+random batch and reports the largest absolute difference of the probabilities (``--tolerance``, default 1e-4).
+
+Which registered networks export (``python -m h2aseg.export.onnx_export`` re-checks them all on tiny
+configurations; results in the README): the H2ASeg variants (their attention is matmul/softmax on
+reshaped tensors, which ONNX has), the convolutional baselines and MONAI's UNETR and SwinUNETR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from h2aseg.atomic import atomic_path
+from h2aseg.errors import ConfigError
+
+__all__ = ["PatchNetwork", "export_onnx", "export_torchscript", "check_parity", "OPSET"]
+
+logger = logging.getLogger(__name__)
+OPSET = 17
+
+
+class PatchNetwork(nn.Module):
+    """Eval-mode wrapper: (ct, pet) -> (logits, probabilities) of the full-resolution output P^1."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model.eval()
+
+    def forward(self, ct: torch.Tensor, pet: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(ct, pet)
+        if isinstance(logits, (list, tuple)):  # a network that returns deep-supervision outputs anyway
+            logits = logits[0]
+        probabilities = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
+        return logits, probabilities
+
+
+class InstanceNormByMoments(nn.Module):
+    """Instance norm written with mean and variance, for graphs where ONNX cannot see the channel count.
+
+    y = (x − mean_xyz(x)) / sqrt(var_xyz(x) + eps) · γ + β, per sample and channel (biased variance, as
+    ``nn.InstanceNorm3d`` without running statistics computes it).
+    """
+
+    def __init__(self, norm: nn.modules.instancenorm._InstanceNorm) -> None:
+        super().__init__()
+        self.eps = norm.eps
+        self.weight, self.bias = norm.weight, norm.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(2, x.dim()))
+        mean = x.mean(dim=dims, keepdim=True)
+        var = (x - mean).pow(2).mean(dim=dims, keepdim=True)
+        y = (x - mean) / torch.sqrt(var + self.eps)
+        if self.weight is not None:
+            shape = (1, -1) + (1,) * len(dims)
+            y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
+        return y
+
+
+def _moments_norms(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose instance norms (without running statistics) are :class:`InstanceNormByMoments`."""
+    import copy
+
+    model = copy.deepcopy(model)
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, nn.modules.instancenorm._InstanceNorm) and not child.track_running_stats:
+                setattr(module, child_name, InstanceNormByMoments(child))
+    return model
+
+
+def _example(patch: Sequence[int], batch: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch, 1, *[int(s) for s in patch])
+    return torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+
+
+def export_onnx(model: nn.Module, patch: Sequence[int], out: Path) -> Path:
+    """Export the eval-mode ``model`` for patches of size ``patch`` with a dynamic batch to ``out``."""
+    try:
+        import onnx  # noqa: F401 - the exporter needs it
+    except ImportError:
+        raise ConfigError("ONNX export needs the onnx package: pip install 'h2aseg[onnx]'") from None
+    try:
+        data = _export_bytes(model.cpu(), patch)
+    except Exception as err:  # noqa: BLE001 - exporter errors come in many types
+        if "instance_norm for unknown channel size" not in str(err):
+            raise _refusal(err) from None
+        logger.info("instance norms after run-time reshapes: exporting them as mean/variance arithmetic")
+        try:
+            data = _export_bytes(_moments_norms(model.cpu()), patch)
+        except Exception as err2:  # noqa: BLE001
+            raise _refusal(err2) from None
+    with atomic_path(Path(out)) as tmp:
+        Path(tmp).write_bytes(data)
+    return Path(out)
+
+
+def _refusal(err: Exception) -> ConfigError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return ConfigError(f"this network does not export to ONNX ({type(err).__name__}: {first[:200]})")
+
+
+def _export_bytes(model: nn.Module, patch: Sequence[int]) -> bytes:
+    wrapper = PatchNetwork(model).eval()
+    buffer = io.BytesIO()
+    dynamic = {name: {0: "batch"} for name in ("ct", "pet", "logits", "probabilities")}
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter prints whole graphs on errors
+        torch.onnx.export(wrapper, _example(patch, 1), buffer, input_names=["ct", "pet"],
+                          output_names=["logits", "probabilities"], dynamic_axes=dynamic,
+                          opset_version=OPSET, dynamo=False)
+    return buffer.getvalue()
+
+
+def export_torchscript(model: nn.Module, patch: Sequence[int], out: Path) -> Path:
+    """TorchScript trace of the same wrapper (fixed patch, any batch); load with ``torch.jit.load``."""
+    wrapper = PatchNetwork(model.cpu()).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapper, _example(patch, 1), check_trace=False)
+    with atomic_path(Path(out)) as tmp:
+        torch.jit.save(traced, str(tmp))
+    return Path(out)
+
+
+def _reference(model: nn.Module, ct: torch.Tensor, pet: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return PatchNetwork(model.cpu())(ct, pet)[1].numpy()
+
+
+def check_parity(model: nn.Module, patch: Sequence[int], path: Path, batch: int = 2, kind: str = "onnx") -> float:
+    """Largest |probability difference| between PyTorch and the exported file on a random batch of patches.
+
+    ``batch`` differs from the export batch (1) on purpose: it checks that the batch axis is dynamic.
+    """
+    ct, pet = _example(patch, batch, seed=1)
+    expected = _reference(model, ct, pet)
+    if kind == "torchscript":
+        with torch.no_grad():
+            got = torch.jit.load(str(path))(ct, pet)[1].numpy()
+    else:
+        try:
+            import onnxruntime
+        except ImportError:
+            raise ConfigError("the ONNX parity check needs onnxruntime: pip install 'h2aseg[onnx]'") from None
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feeds = {"ct": ct.numpy(), "pet": pet.numpy()}
+        names = [i.name for i in session.get_inputs()]  # a single-modality network keeps only the input it uses
+        got = session.run(["probabilities"], {name: feeds[name] for name in names})[0]
+    if got.shape != expected.shape:
+        raise ConfigError(f"{path}: output shape {got.shape} differs from PyTorch's {expected.shape}")
+    return float(np.abs(got - expected).max())
+
+
+def _survey() -> None:
+    """Export every registered network on a tiny configuration and print whether it exports and its parity."""
+    import tempfile
+
+    from h2aseg.models.registry import build_model, get_entry, list_models
+
+    tiny = {"h2aseg": {"channels": (2, 4, 4, 8, 8), "window_size": (4, 4, 4)},
+            "swinunetr": {"feature_size": 12, "patch_size": (64, 64, 32)}, "unetr": {"hidden_size": 48, "mlp_dim": 96, "num_heads": 4}}
+    for name in list_models():
+        options = dict(tiny["h2aseg"] if name.startswith("h2aseg") else tiny.get(name, {}))
+        patch = options.get("patch_size", (32, 32, 32))
+        if get_entry(name).uses_patch_size:
+            options["patch_size"] = patch
+        else:
+            options.pop("patch_size", None)
+        try:
+            model = build_model(name, **options).eval()
+        except Exception as err:  # noqa: BLE001
+            print(f"{name}: not built with the tiny options ({err})")
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                path = export_onnx(model, patch, Path(tmp) / "m.onnx")
+                print(f"{name}: exports, max |diff| {check_parity(model, patch, path):.2e}")
+            except ConfigError as err:
+                print(f"{name}: {err}")
+
+
+if __name__ == "__main__":
+    _survey()
