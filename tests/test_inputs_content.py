@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from test_data_io import pet_header, write_dicom_series
 
 from h2aseg.cli import main as cli_main
-from h2aseg.data.io import read_ct, read_image, read_pet, to_array
+from h2aseg.data.io import list_dicom_series, read_ct, read_image, read_pet, to_array
 from h2aseg.data.layouts import discover_cases
 from h2aseg.data.synthetic import generate_cohort
 from h2aseg.errors import DataError
@@ -135,5 +135,32 @@ def test_ambiguous_dicom_folder_names_the_series_and_the_uid_option_picks_one(tm
     with pytest.raises(DataError, match="holds 2 CT series") as err:
         read_ct(tmp_path / "study")
     assert "--ct-series" in str(err.value) and "4 file(s)" in str(err.value) and "5 file(s)" in str(err.value)
-    uid = str(err.value).split("cannot choose: ")[1].split(" (")[0]
-    assert read_ct(tmp_path / "study", series_uid=uid).GetSize()[2] in (4, 5)
+    uid = next(s.uid for s in list_dicom_series(tmp_path / "study") if len(s.files) == 5)
+    assert uid in str(err.value)
+    assert read_ct(tmp_path / "study", series_uid=uid).GetSize() == (3, 3, 5)
+
+
+def test_manifest_series_columns_pick_a_dicom_series_and_check_uses_the_modality(tmp_path, capsys):
+    _dicom_study(tmp_path / "study")
+    write_dicom_series(tmp_path / "more", np.full((3, 3, 5), -1000, np.int16), (4.0, 4.0, 4.0), (0, 0, 0), "CT")
+    for path in (tmp_path / "more").iterdir():
+        shutil.move(str(path), tmp_path / "study" / f"more_{path.name}")
+    uid = next(s.uid for s in list_dicom_series(tmp_path / "study") if len(s.files) == 4)
+    path = tmp_path / "manifest.csv"
+    path.write_text(f"case_id,patient_id,ct,pet,label,ct_series\nc1,p1,study,study,,{uid}\nc2,p2,study,study,,\n")
+    found = discover_cases(path, require_labels=False)
+    assert [c.ct_series for c in found.cases] == [uid, None]
+    code, out = check(path, capsys, "--no-labels", "--skip-content-checks")
+    assert code == 1 and "1 good case(s)" in out and "case c2" in out and "holds 2 CT series" in out
+
+
+def test_an_unexpected_read_or_resample_failure_is_one_line_for_that_case(autopet, monkeypatch):
+    from h2aseg.data import preprocess
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Exception thrown in SimpleITK DICOMOrient\nsome ITK detail")
+
+    monkeypatch.setattr(preprocess.sitk, "DICOMOrient", broken)
+    problems = preprocess.check_cases(discover_cases(autopet).cases, preprocess.PreprocessConfig())
+    assert len(problems) == 1 and "cannot be read or resampled" in problems[0].message
+    assert "\n" not in problems[0].message

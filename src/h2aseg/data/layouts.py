@@ -26,7 +26,9 @@ Layouts understood by :func:`discover_cases` (``layout="auto"`` tells them apart
 ``manifest``
     A CSV or JSON file (or a folder holding ``manifest.csv`` / ``manifest.json``) with columns/keys
     ``case_id, patient_id, ct, pet, label``; relative paths are relative to the manifest's folder;
-    ``label`` may be empty. A JSON manifest is a list of objects or ``{"cases": [...]}``.
+    ``label`` may be empty. Optional ``ct_series``/``pet_series`` give the SeriesInstanceUID to take when
+    ``ct``/``pet`` is a DICOM folder holding several series of its modality. A JSON manifest is a list of
+    objects or ``{"cases": [...]}``.
 
 Discovery only looks at file names (it does not open images); a case whose files are missing is
 reported as a :class:`CaseProblem` and left out, and the others go on. Image content (NaN, 4-D,
@@ -384,7 +386,8 @@ def _manifest(root: Path, require_labels: bool) -> Discovery:
         if bad:
             continue
         patient = row.get("patient_id") or guess_patient_id(case_id)
-        cases.append(Case(case_id, patient, paths["ct"], paths["pet"], paths["label"]))
+        cases.append(Case(case_id, patient, paths["ct"], paths["pet"], paths["label"],
+                          row.get("ct_series") or None, row.get("pet_series") or None))
     return Discovery(cases, problems)
 
 

@@ -34,6 +34,7 @@ import hashlib
 import json
 import math
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -254,6 +255,9 @@ def _grid_from_box(pet: sitk.Image, lo: Sequence[int], hi: Sequence[int], spacin
 def preprocess_case(case: Case, config: PreprocessConfig) -> dict:
     """Read one case, check it, and put it on the processing grid.
 
+    Any failure of reading, decoding or resampling one case (a damaged file, an I/O error, geometry ITK
+    cannot handle) is a :class:`DataError` naming the case, so a batch reports it and goes on.
+
     Returns:
         ``{"ct": (1, X, Y, Z) float32 in [0, 1], "pet": (1, X, Y, Z) float32 (SUV / suv_scale),
         "label": (1, X, Y, Z) uint8 (only when the case has a label), "case_id": str, "meta": dict}``.
@@ -263,8 +267,19 @@ def preprocess_case(case: Case, config: PreprocessConfig) -> dict:
 
     Raises:
         DataError: one line naming the case and file — unreadable or missing file, 4-D image, NaN,
-            CT and PET not overlapping, unexpected label values.
+            CT and PET not overlapping, unexpected label values, content checks failed.
     """
+    try:
+        return _preprocess_case(case, config)
+    except DataError:
+        raise
+    except (OSError, EOFError, RuntimeError, zlib.error) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+        raise DataError(f"case {case.case_id}: cannot be read or resampled ({type(err).__name__}: {first}); "
+                        "check its files") from None
+
+
+def _preprocess_case(case: Case, config: PreprocessConfig) -> dict:
     try:
         ct = read_ct(case.ct, config.max_voxels, case.ct_series)
         pet = read_pet(case.pet, config.max_voxels, case.pet_series)
