@@ -169,3 +169,10 @@ def test_table3_counts_the_release_background_term_with_its_minus_sign_and_ct_fi
         assert (row["fore_ct"], row["fore_pet"]) == (100.0, 0.0)
         # raw W_back > 0 everywhere, but the release subtracts that term: no channel's background is emphasised
         assert (row["back_ct"], row["back_pet"]) == (0.0, 0.0)
+
+
+def test_h2aseg_accepts_mcsa_at_level_1_as_the_paper_words_it():
+    model = build_model("h2aseg", mcsa_levels=(1, 2, 3, 4, 5), channels=(2, 4, 4, 8, 8), window_size=(4, 4, 2),
+                        patch_size=(32, 32, 32)).eval()
+    assert "1" in model.mcsa and model.mcsa["1"].has_inter_window
+    assert model(torch.randn(1, 1, 32, 32, 32), torch.randn(1, 1, 32, 32, 32)).shape == (1, 1, 32, 32, 32)
