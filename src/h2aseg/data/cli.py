@@ -81,7 +81,7 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
     from h2aseg.data.io import MAX_VOXELS
 
     parser.add_argument("--ct-channel", type=int, default=None, metavar="K",
-                        help="nnU-Net raw data: channel K (_000K) is the CT (default: dataset.json names, "
+                        help="nnU-Net raw data: channel K (_000K) is the CT (when unset: dataset.json names, "
                              "else the channel whose image holds air)")
     parser.add_argument("--pet-channel", type=int, default=None, metavar="K",
                         help="nnU-Net raw data: channel K is the PET in SUV")
@@ -92,7 +92,7 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
                              "pet-negative: <= 1%% of PET voxels below SUV -1; pet-range: PET 99.9th percentile "
                              "within SUV 0.1..100 (Bq/ml is refused)")
     parser.add_argument("--max-voxels", type=int, default=None,
-                        help=f"refuse images whose header declares more voxels (default {MAX_VOXELS})")
+                        help=f"refuse images whose header declares more voxels (when unset: {MAX_VOXELS} = 2^30)")
 
 
 def skipped_checks(args: argparse.Namespace) -> tuple[str, ...]:
