@@ -44,6 +44,8 @@ def make_cohort(args) -> None:
         extra += ["--pet-shape", args.pet_shape]
     if args.pet_spacing:
         extra += ["--pet-spacing", args.pet_spacing]
+    if args.lesion_suv:
+        extra += ["--lesion-suv", *args.lesion_suv]
     h2aseg("synth", "--kind", "autopet", "--cases", str(args.cases), "--seed", str(args.seed), "--out",
            str(args.out / "data"), "--lesion-sizes", args.lesion_sizes, "--lesion-free-fraction",
            str(args.lesion_free), *extra)
@@ -174,6 +176,7 @@ def main() -> None:
     p.add_argument("--lesion-sizes", default="small")
     p.add_argument("--pet-shape")
     p.add_argument("--pet-spacing")
+    p.add_argument("--lesion-suv", nargs=2)
     p.set_defaults(func=make_cohort)
     p = sub.add_parser("run")
     p.add_argument("--cohort", type=Path, required=True)

@@ -121,3 +121,14 @@ def test_lesion_size_presets_draw_volumes_in_their_ranges():
     assert 0.75 < np.mean((realistic >= 0.5) & (realistic <= 10.0)) < 0.92  # mostly 0.5-10 ml, with a tail
     legacy = np.array([LESION_SIZE_PRESETS["legacy"].radius_mm(rng) for _ in range(2000)])
     assert 3.0 <= legacy.min() and legacy.max() <= 24.0 and np.mean(legacy >= 11.0) > 0.6
+
+
+def test_synth_lesion_overrides_change_one_setting_and_legacy_refuses_volumes(tmp_path, capsys):
+    from h2aseg.cli import main as cli_main
+    from h2aseg.data.phantom import LESION_SIZE_PRESETS
+
+    small = LESION_SIZE_PRESETS["small"].with_overrides(suv_range=(2.5, 15.0))
+    assert small.suv_range == (2.5, 15.0) and small.median_ml == LESION_SIZE_PRESETS["small"].median_ml
+    assert cli_main(["synth", "--cases", "1", "--out", str(tmp_path / "c"), "--lesion-sizes", "legacy",
+                     "--lesion-median-ml", "2"]) == 2
+    assert "legacy preset draws radii" in capsys.readouterr().err

@@ -37,6 +37,7 @@ def _shape(text: str) -> tuple[int, int, int]:
 def run_synth(args: argparse.Namespace) -> int:
     from h2aseg.data.io import read_image, to_array
     from h2aseg.data.layouts import discover_cases
+    from h2aseg.data.phantom import LESION_SIZE_PRESETS
     from h2aseg.data.synthetic import generate_cohort
 
     options = {}
@@ -49,7 +50,12 @@ def run_synth(args: argparse.Namespace) -> int:
     if args.kind == "hecktor" and args.ct_shape:
         options["ct_shape"] = args.ct_shape
     if args.kind == "autopet":
-        options["lesion_sizes"] = args.lesion_sizes
+        try:
+            options["lesion_sizes"] = LESION_SIZE_PRESETS[args.lesion_sizes].with_overrides(
+                args.lesion_median_ml, args.lesion_max_ml, tuple(args.lesion_suv) if args.lesion_suv else None)
+        except ValueError as err:
+            print(f"h2aseg synth: {err}", file=sys.stderr)
+            return 2
         if args.lesion_free_fraction is not None:
             options["lesion_free_fraction"] = args.lesion_free_fraction
     start = time.time()
@@ -192,8 +198,12 @@ def add_parser(subparsers) -> None:
                        help="dicom: also CT and PET DICOM series (PET in Bq/ml with SUV tags) and manifest.csv")
     synth.add_argument("--lesion-sizes", choices=tuple(LESION_SIZE_PRESETS), default="realistic",
                        help="AutoPET lesion volumes: realistic (median 2.5 ml, mostly 0.5-10 ml, a tail to 150 ml), "
-                            "small (harder: median 1.5 ml, at most 17 ml, SUV peak 2.5-15), legacy (the first "
+                            "small (harder: median 1.5 ml, at most 17 ml, SUV peak 4-20), legacy (the first "
                             "version's, mostly 6-58 ml)")
+    synth.add_argument("--lesion-median-ml", type=float, help="median lesion volume in ml (default: the preset's)")
+    synth.add_argument("--lesion-max-ml", type=float, help="largest lesion volume in ml (default: the preset's)")
+    synth.add_argument("--lesion-suv", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                       help="range of the painted lesion SUV peak, log-uniform (default: the preset's)")
     synth.add_argument("--lesion-free-fraction", type=float, default=None,
                        help="AutoPET share of lesion-free studies (default 0.35)")
     synth.set_defaults(func=run_synth)

@@ -31,8 +31,12 @@ Whole-body lesion sizes (``LESION_SIZE_PRESETS``; volume = the ellipsoid 4/3·π
   of magnitude; lesion-level analyses of autoPET, e.g. Haque et al., Comput Biol Med 2025, find the
   missed lesions among the small, low-uptake ones). The median and spread are our choice within that
   picture, not fitted to a published histogram.
-- ``small``: harder — median 1.5 ml, log-sd 0.9, kept in 0.3–17 ml, SUV peak 2.5–15 (small lesions also
-  lose peak SUV to the scanner's blur). HECKTOR-like head-and-neck lesions keep their own sizes.
+- ``small``: harder — median 1.5 ml, log-sd 0.9, kept in 0.3–17 ml, painted SUV peak 4–20 (what the PET
+  shows is lower: a 1 ml lesion loses about half its peak to the scanner's blur at 4 mm voxels).
+  HECKTOR-like head-and-neck lesions keep their own sizes.
+
+``h2aseg synth --lesion-median-ml/--lesion-max-ml/--lesion-suv`` change one setting of a preset
+(:meth:`LesionSizes.with_overrides`).
 - ``legacy``: the first version's radii (70 % 11–24 mm, 30 % 3–11 mm, i.e. mostly 6–58 ml); kept so the
   earlier demo cohort can be written again byte for byte.
 """
@@ -40,7 +44,7 @@ Whole-body lesion sizes (``LESION_SIZE_PRESETS``; volume = the ellipsoid 4/3·π
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage
@@ -297,6 +301,17 @@ class LesionSizes:
     max_ml: float = 150.0
     suv_range: tuple[float, float] = (3.0, 25.0)
 
+    def with_overrides(self, median_ml: float | None = None, max_ml: float | None = None,
+                       suv_range: tuple[float, float] | None = None) -> LesionSizes:
+        """This preset with some settings changed (None keeps the preset's)."""
+        if self.median_ml is None and (median_ml is not None or max_ml is not None):
+            raise ValueError("the legacy preset draws radii, not volumes: choose realistic or small to set volumes")
+        changes = {k: v for k, v in (("median_ml", median_ml), ("max_ml", max_ml), ("suv_range", suv_range))
+                   if v is not None}
+        if suv_range is not None and not 0.0 < suv_range[0] <= suv_range[1]:
+            raise ValueError(f"lesion SUV range must be 0 < low <= high, got {suv_range}")
+        return replace(self, **changes) if changes else self
+
     def radius_mm(self, rng: np.random.Generator) -> float:
         """Radius in (canonical) mm of a sphere of a drawn volume."""
         if self.median_ml is None:
@@ -316,7 +331,7 @@ class LesionSizes:
 
 LESION_SIZE_PRESETS: dict[str, LesionSizes] = {
     "realistic": LesionSizes("realistic", median_ml=2.5, log_sd=1.1, min_ml=0.3, max_ml=150.0),
-    "small": LesionSizes("small", median_ml=1.5, log_sd=0.9, min_ml=0.3, max_ml=17.0, suv_range=(2.5, 15.0)),
+    "small": LesionSizes("small", median_ml=1.5, log_sd=0.9, min_ml=0.3, max_ml=17.0, suv_range=(4.0, 20.0)),
     "legacy": LesionSizes("legacy", median_ml=None),
 }
 

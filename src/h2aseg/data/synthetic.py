@@ -113,7 +113,7 @@ def _autopet_study(opts, p, rng, lesion_free: bool, shift) -> tuple[dict, int]:
     corner = -field / 2 + shift
     pet_origin, ct_origin = corner + pet_sp / 2, corner + ct_sp / 2
     cv = Canvas(tuple(ct_shape), tuple(ct_sp * np.array(CANONICAL_FIELD["autopet"]) / field))
-    n_lesions = build_whole_body(cv, p, rng, lesion_free, LESION_SIZE_PRESETS[opts["lesion_sizes"]])
+    n_lesions = build_whole_body(cv, p, rng, lesion_free, opts["lesion_sizes"])
     pet_ref = _ref(pet_shape, pet_sp, pet_origin)
     ct, suv = _form_images(cv, p, rng, ct_sp, ct_origin, pet_ref)
     ctres = sitk.Cast(sitk.Resample(ct, pet_ref, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat32),
@@ -166,7 +166,8 @@ def generate_cohort(kind: str, out: Path, n_cases: int, seed: int = 0, **size_op
         seed: cohort seed; the same seed gives the same bytes.
         **size_options: see ``AUTOPET_DEFAULTS`` / ``HECKTOR_DEFAULTS`` (shapes in voxels X, Y, Z,
             spacings in mm; ``lesion_free_fraction``, ``multi_study_fraction`` and ``lesion_sizes`` — a
-            preset of :data:`h2aseg.data.phantom.LESION_SIZE_PRESETS`, ``realistic`` by default — for AutoPET).
+            preset name of :data:`h2aseg.data.phantom.LESION_SIZE_PRESETS` (``realistic`` by default) or a
+            :class:`~h2aseg.data.phantom.LesionSizes` — for AutoPET).
 
     Returns:
         The case ids, as :func:`h2aseg.data.layouts.discover_cases` names them.
@@ -176,8 +177,10 @@ def generate_cohort(kind: str, out: Path, n_cases: int, seed: int = 0, **size_op
     if n_cases < 1:
         raise ValueError(f"n_cases must be at least 1, got {n_cases}")
     opts = _options(kind, size_options)
-    if kind == "autopet" and opts["lesion_sizes"] not in LESION_SIZE_PRESETS:
-        raise ValueError(f"lesion_sizes must be one of {', '.join(LESION_SIZE_PRESETS)}, not {opts['lesion_sizes']!r}")
+    if kind == "autopet" and isinstance(opts["lesion_sizes"], str):
+        if opts["lesion_sizes"] not in LESION_SIZE_PRESETS:
+            raise ValueError(f"lesion_sizes must be one of {', '.join(LESION_SIZE_PRESETS)}, not {opts['lesion_sizes']!r}")
+        opts["lesion_sizes"] = LESION_SIZE_PRESETS[opts["lesion_sizes"]]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     case_ids: list[str] = []
