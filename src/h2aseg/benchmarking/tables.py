@@ -278,8 +278,8 @@ def table3(config: BenchmarkConfig, out_dir: Path) -> tuple[str, list[dict]]:
         blocks.append(f"{title} ({len(per_seed)}/{len(config.seeds)} seeds, {n_cases} test cases):\n\n"
                       + markdown_table(header, md_rows))
     caption = ("**Table 3.** Effects (%) of PET/CT in TAMW for emphasis at different depths: share of the PET "
-               "channels and of the CT channels of F^k whose TAMW weight is > 0 (emphasised), foreground and "
-               "background weights. Per test case, each channel's weight is the average over the case's "
+               "channels and of the CT channels of F^k whose TAMW term is added (emphasised): weight > 0 in Eq. 4; "
+               "for h2aseg_release, which subtracts the background term, background weight < 0. Per test case, each channel's weight is the average over the case's "
                "sliding-window patches, weighted by each patch's mean foreground probability (background: one "
                "minus it). Each cell: mean ± std over the test cases of one seed, both averaged over seeds.")
     if not blocks:
