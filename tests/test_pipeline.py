@@ -78,7 +78,7 @@ def test_existing_run_is_not_overwritten_without_resume(cohort, tmp_path):
 
 def test_rotation_probability_outside_0_1_is_refused_before_training(cohort, tmp_path, capsys):
     assert train(cohort, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--rotate-prob", "1.5") == 2
-    assert "rotate_prob must lie in [0, 1]" in capsys.readouterr().err
+    assert "train.rotate_prob: must be >= 0 and <= 1" in capsys.readouterr().err  # checked where the config is built
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
