@@ -300,6 +300,8 @@ class TrainConfig(_Validated):
     puts a crop's chosen lesion voxel anywhere within ±lesion_offset·(patch/2 − 1) voxels of the patch centre,
     so the network cannot learn "lesion = patch centre" (see :func:`h2aseg.data.transforms.train_transforms`).
     ``protocol`` records the named preset the run started from (:mod:`h2aseg.training.protocols`).
+    ``loss``: ``paper`` (Eq. 5's BCE + Dice) or ``release`` (the release's softmax CE + Dice with background;
+    :data:`h2aseg.training.losses.LOSS_KINDS`).
     ``compile`` names a ``torch.compile`` backend (``inductor`` fuses normalisation, activation and
     element-wise work into generated kernels) for the training forward/backward; None runs eager PyTorch.
     Validation and checkpoints always use the plain module, so checkpoints load without compiling.
@@ -330,6 +332,7 @@ class TrainConfig(_Validated):
     rotate_degrees: float = 45.0
     lesion_offset: float = 1.0
     deep_supervision_weights: list[float] = field(default_factory=lambda: [5.0, 4.0, 3.0, 2.0, 1.0])
+    loss: str = "paper"
 
     _section: ClassVar[str] = "train"
 

@@ -38,7 +38,7 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 #: Modules imported on first use of the registry; each registers its networks on import.
-_PROVIDERS: tuple[str, ...] = ("h2aseg.models.h2aseg", "h2aseg.models.baselines")
+_PROVIDERS: tuple[str, ...] = ("h2aseg.models.h2aseg", "h2aseg.models.h2aseg_release", "h2aseg.models.baselines")
 _loaded = False
 
 

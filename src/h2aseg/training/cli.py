@@ -8,6 +8,7 @@ from pathlib import Path
 
 from h2aseg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from h2aseg.data.layouts import LAYOUTS
+from h2aseg.training.losses import LOSS_KINDS
 from h2aseg.training.protocols import PROTOCOLS, apply_protocol, protocol_model_options
 from h2aseg.training.schedule import SCHEDULES
 
@@ -35,7 +36,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     for name in ("epochs", "batch", "seed", "lr", "weight_decay", "lr_decay", "lr_schedule", "steps_per_epoch",
                  "max_minutes", "samples_per_volume", "num_workers", "amp", "device", "val_every", "sw_overlap",
                  "grad_clip", "channels_last", "hot_negatives_suv", "compile", "rotate_prob", "rotate_degrees",
-                 "lesion_offset"):
+                 "lesion_offset", "loss"):
         value = getattr(args, name)
         if value is not None:
             setattr(config.train, name, value)
@@ -94,6 +95,9 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lesion-offset", type=float,
                         help="place a crop's lesion voxel anywhere within +-F*(patch/2-1) voxels of the patch centre, "
                              f"F in [0, 1]; 0 = centred crops as the release (default {t.lesion_offset})")
+    parser.add_argument("--loss", choices=LOSS_KINDS,
+                        help="paper: Eq. 5's BCE + Dice; release: the release's softmax CE + Dice with background, "
+                             f"for 2-class networks such as h2aseg_release (default {t.loss})")
     parser.add_argument("--hot-negatives-suv", type=float,
                         help="also centre negative crops on non-lesion uptake >= this SUV (default: off, the paper's sampling)")
     parser.add_argument("--compile", metavar="BACKEND",

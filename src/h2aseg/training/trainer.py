@@ -318,7 +318,7 @@ class Trainer:
             self.log(f"resumed from {last_path} after epoch {start_epoch} (step {step})")
         wrapped = self._wrap(model)
         loader, transform = self._loader(cache, train_ids)
-        loss_fn = DeepSupervisionLoss(num_classes_for(self.config), t.deep_supervision_weights)
+        loss_fn = DeepSupervisionLoss(num_classes_for(self.config), t.deep_supervision_weights, kind=t.loss)
         # One clock for the time budget and the schedule: seconds trained = earlier sessions' + this one's,
         # so a resumed run gets what its earlier sessions left over and poly reaches 0 at the deadline.
         budget, earlier_seconds, session_start = self._budget_seconds, train_seconds, time.monotonic()
