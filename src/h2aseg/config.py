@@ -293,12 +293,14 @@ class TrainConfig(_Validated):
     the paper; nnU-Net uses 12). ``channels_last`` stores activations as (B, H, W, D, C), which makes
     oneDNN's 3-D convolutions faster on CPUs (same results up to rounding). ``hot_negatives_suv``
     (not in the paper; None keeps its pos 1 / neg 1 crops) also centres negative crops on PET-avid
-    non-lesion tissue at or above this SUV (lesion : body : hot = 2 : 1 : 1). ``amp``: auto (on for CUDA) | on | off.
+    non-lesion tissue at or above this SUV (lesion : body : hot = 2 : 1 : 1). ``amp``: auto (on for CUDA) | on (CUDA: fp16; CPU: bf16 where it has AVX512-BF16/AMX) | off.
     ``lr_schedule``: ``exponential`` (``lr · lr_decay^epoch``) or ``poly`` (nnU-Net's, to 0 at the last
     epoch or at the end of ``max_minutes``, whichever comes first); see :mod:`h2aseg.training.schedule`.
     ``lesion_offset`` (not in the paper, which leaves crop placement open; the release centres crops, 0)
     puts a crop's chosen lesion voxel anywhere within ±lesion_offset·(patch/2 − 1) voxels of the patch centre,
     so the network cannot learn "lesion = patch centre" (see :func:`h2aseg.data.transforms.train_transforms`).
+    ``sw_overlap``: validation's sliding-window overlap (None: the inference core's default,
+    :data:`h2aseg.inference.core.DEFAULT_OVERLAP`, as ``predict`` and the benchmark).
     ``protocol`` records the named preset the run started from (:mod:`h2aseg.training.protocols`).
     ``loss``: ``paper`` (Eq. 5's BCE + Dice) or ``release`` (the release's softmax CE + Dice with background;
     :data:`h2aseg.training.losses.LOSS_KINDS`).
@@ -322,7 +324,7 @@ class TrainConfig(_Validated):
     device: str = "auto"
     num_workers: int = 0
     val_every: int = 1
-    sw_overlap: float = 0.25
+    sw_overlap: float | None = None
     max_minutes: float | None = None
     grad_clip: float | None = None
     channels_last: bool = False

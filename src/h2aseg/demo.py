@@ -247,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_trained_model(runs[model])
         parameters[model] = sum(p.numel() for p in loaded.model.parameters())
         say(f"predicting {len(test_cases)} test studies with {model}")
-        predict_cases(loaded, test_cases, pred_dirs[model], PredictOptions(overlap=0.5), progress=not args.no_progress)
+        predict_cases(loaded, test_cases, pred_dirs[model], PredictOptions(), progress=not args.no_progress)
     threshold_predictions(test_cases, out / "threshold")
     timings["prediction"] = time.monotonic() - clock
 

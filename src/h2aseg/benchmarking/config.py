@@ -18,7 +18,7 @@ A benchmark file is YAML with these sections (unknown keys are an error)::
         options: {}               # generate_cohort size options (pet_shape, ...)
     seeds: [0, 1]
     train: {...}                  # TrainConfig fields shared by every run (seed is set per run)
-    predict: {overlap: 0.25, mirror: false}
+    predict: {overlap: null, mirror: false}  # overlap null: the inference core's default
     models:
       - name: unet3d              # registry name
         id: unet3d                # run-folder name and --only key (default: name); unique
@@ -85,9 +85,9 @@ class ModelSpec:
 
 @dataclass
 class PredictSpec:
-    """Sliding-window settings used to predict the test split."""
+    """Sliding-window settings used to predict the test split (overlap None: the inference core's default)."""
 
-    overlap: float = 0.25
+    overlap: float | None = None
     mirror: bool = False
 
 

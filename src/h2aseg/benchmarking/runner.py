@@ -49,13 +49,9 @@ from h2aseg.data.preprocess import PreprocessedCache, restore_to_original
 from h2aseg.errors import ConfigError, DataError
 from h2aseg.evaluation.evaluate import evaluate_folders
 from h2aseg.evaluation.report import write_csv
-from h2aseg.inference.predictor import (
-    load_trained_model,
-    preprocess_config_for,
-    probabilities_to_label,
-    sliding_window_probabilities,
-    threshold_mask,
-)
+from h2aseg.inference.core import predict_probabilities, probabilities_to_label, settings_for
+from h2aseg.inference.predictor import load_trained_model, threshold_mask
+from h2aseg.models.registry import preprocess_config_for
 
 __all__ = ["BenchmarkRunner", "RunRecord", "DONE_FILE"]
 
@@ -299,13 +295,9 @@ class BenchmarkRunner:
         return RunRecord(spec.id, seed, "done", self._result_text(run_dir, info))
 
     def _predict_array(self, loaded, data: dict, device: str) -> np.ndarray:
-        ct = torch.from_numpy(data["ct"])[None]
-        pet = torch.from_numpy(data["pet"])[None]
-        probabilities = sliding_window_probabilities(
-            loaded.model, ct, pet, loaded.patch_size, self.config.predict.overlap, self.config.predict.mirror,
-            device=device,
-        )[0]
-        return probabilities_to_label(probabilities).numpy()
+        settings = settings_for(loaded.patch_size, loaded.preprocess.suv_scale, overlap=self.config.predict.overlap,
+                                mirror=self.config.predict.mirror, device=device)
+        return probabilities_to_label(predict_probabilities(loaded.model, data["ct"], data["pet"], settings)).numpy()
 
     def run_threshold(self, method: str, cases: dict[str, Case], test_ids: list[str]) -> RunRecord:
         """Segment each test case by an SUV rule on its own PET grid (no training), then evaluate."""

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 from h2aseg.data.layouts import LAYOUTS, Case, discover_cases, guess_patient_id
 from h2aseg.errors import DataError
-from h2aseg.inference.predictor import PredictOptions, load_trained_model, predict_cases
+from h2aseg.inference.core import DEFAULT_OVERLAP
+from h2aseg.inference.predictor import (
+    PredictOptions,
+    add_inference_options,
+    format_timings,
+    inference_option_values,
+    load_trained_model,
+    predict_cases,
+)
 from h2aseg.training.distributed import pick_device
 
 
@@ -36,7 +45,10 @@ def run(args: argparse.Namespace) -> int:
     if not cases:
         raise DataError(f"no case to predict under {args.input}")
     options = PredictOptions(args.overlap, args.mirror, args.save_probabilities, args.ending, str(device))
+    options = dataclasses.replace(options, **inference_option_values(args))
     written, failed = predict_cases(loaded, cases, Path(args.out), options, progress=not args.no_progress)
+    if options.timings is not None:
+        print(f"stages: {format_timings(options.timings)}")
     problems += failed
     print(f"wrote {len(written)} prediction(s) to {args.out} with {loaded.config.model.name} ({loaded.checkpoint})")
     if problems:
@@ -63,8 +75,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--pet", help="PET of a single case: SUV image file or DICOM series folder (converted to SUV)")
     parser.add_argument("--case-id", help="case id for --ct/--pet (default: the PET file name)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--overlap", type=float, default=0.5, help="sliding-window overlap between patches")
+    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP, help="sliding-window overlap between patches")
     parser.add_argument("--mirror", action="store_true", help="mirror test-time augmentation (8 flips per patch)")
+    add_inference_options(parser)
     parser.add_argument("--save-probabilities", action="store_true",
                         help="also write foreground probabilities to OUT/probabilities/")
     parser.add_argument("--ending", choices=(".nii.gz", ".mha"), default=".nii.gz", help="output file type")

@@ -1,105 +1,50 @@
-"""Whole-volume prediction: sliding-window inference, optional mirror TTA, back to the original PET grid.
+"""Whole-volume prediction of cases: read, preprocess, the inference core, back to the original PET grid.
 
-Memory stays bounded on whole-body volumes: the network only ever sees one batch of patches; mirror
-test-time augmentation flips each *patch* (not the volume) inside the sliding-window predictor, so no
-augmented full-volume copy is made; MONAI accumulates one probability volume on the CPU (or the
-``accumulate_device``) with Gaussian blending.
+The probabilities come from :func:`h2aseg.inference.core.predict_probabilities` (the one sliding-window
+core that validation and the benchmark use too: window skipping, bf16 where the CPU has it, compact
+float16 accumulation; mirror TTA flips each window, never the volume). :func:`predict_case` times each
+stage (``read+preprocess``, ``network``, ``blend`` = the core's work besides the network, ``restore``,
+``write``) and logs them, so the next bottleneck is visible.
 """
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import logging
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import SimpleITK as sitk
 import torch
-from monai.inferers import sliding_window_inference
 from tqdm import tqdm
 
+from h2aseg.checkpoint import load_checkpoint
 from h2aseg.config import RunConfig
 from h2aseg.data.io import from_array, read_pet, to_array, write_image
 from h2aseg.data.layouts import Case
 from h2aseg.data.preprocess import PreprocessConfig, preprocess_case, restore_to_original
 from h2aseg.errors import DataError, H2ASegError
+from h2aseg.inference.core import (
+    DEFAULT_SKIP_SUV,
+    MIRROR_AXES,
+    InferenceSettings,
+    InferenceStats,
+    class_probabilities,
+    foreground_from_probabilities,
+    predict_probabilities,
+    probabilities_to_label,
+    settings_for,
+)
+from h2aseg.inference.precision import PRECISIONS
 from h2aseg.models.baselines.threshold import THRESHOLD_METHODS
-from h2aseg.models.registry import build_model, model_options_for
-from h2aseg.training.checkpoint import load_checkpoint
+from h2aseg.models.registry import build_network, num_classes_for, preprocess_config_for
 
 logger = logging.getLogger(__name__)
 
-#: Flip sets of mirror TTA: all subsets of the three spatial axes of a (B, C, H, W, D) tensor.
-MIRROR_AXES: tuple[tuple[int, ...], ...] = tuple(
-    axes for r in range(4) for axes in itertools.combinations((2, 3, 4), r)
-)
-
-
-def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Logits (B, K, ...) -> probabilities: sigmoid for K = 1, softmax for K > 1."""
-    return torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, dim=1)
-
-
-def probabilities_to_label(probabilities: torch.Tensor) -> torch.Tensor:
-    """(K, ...) probabilities -> (...) uint8 label: > 0.5 for K = 1, argmax for K > 1."""
-    if probabilities.shape[0] == 1:
-        return (probabilities[0] > 0.5).to(torch.uint8)
-    return probabilities.argmax(0).to(torch.uint8)
-
-
-def foreground_from_probabilities(probabilities: torch.Tensor) -> torch.Tensor:
-    """(K, ...) class probabilities -> (...) foreground probability: the channel for K = 1, 1 − background else.
-
-    Thresholding it at 0.5 gives the label of :func:`probabilities_to_label` for K = 1 (and any non-background
-    class beats background wherever it is above 0.5 for K > 1).
-    """
-    if probabilities.shape[0] == 1:
-        return probabilities[0]
-    return 1.0 - probabilities[0]
-
-
-@torch.no_grad()
-def sliding_window_probabilities(
-    model: torch.nn.Module,
-    ct: torch.Tensor,
-    pet: torch.Tensor,
-    patch_size: Sequence[int],
-    overlap: float = 0.25,
-    mirror: bool = False,
-    sw_batch_size: int = 2,
-    device: torch.device | str = "cpu",
-    accumulate_device: torch.device | str = "cpu",
-) -> torch.Tensor:
-    """Class probabilities (1, K, X, Y, Z) of a whole volume; ct, pet: (1, 1, X, Y, Z) scaled as in training.
-
-    Gaussian-weighted sliding window of ``patch_size`` (MONAI); with ``mirror`` every patch is also
-    predicted flipped along each subset of the three axes (8 passes) and the probabilities averaged.
-    """
-    model.eval()
-    flips = MIRROR_AXES if mirror else ((),)
-
-    def predict_patch(patch: torch.Tensor) -> torch.Tensor:
-        total = None
-        for axes in flips:
-            x = patch.flip(axes) if axes else patch
-            prob = class_probabilities(model(x[:, :1], x[:, 1:]).float())
-            prob = prob.flip(axes) if axes else prob
-            total = prob if total is None else total.add_(prob)
-        return total / len(flips)
-
-    volume = torch.cat((ct, pet), dim=1)
-    return sliding_window_inference(
-        volume,
-        roi_size=tuple(patch_size),
-        sw_batch_size=sw_batch_size,
-        predictor=predict_patch,
-        overlap=overlap,
-        mode="gaussian",
-        sw_device=device,
-        device=accumulate_device,
-        progress=False,
-    )
+#: Stages :func:`predict_case` times, in order.
+STAGES = ("read+preprocess", "network", "blend", "restore", "write")
 
 
 @dataclass
@@ -133,58 +78,114 @@ def resolve_checkpoint(path: Path) -> Path:
     return path
 
 
-def preprocess_config_for(config: RunConfig) -> PreprocessConfig:
-    spacing = config.data.target_spacing
-    return PreprocessConfig(target_spacing=tuple(spacing) if spacing else None, label_mode=config.data.label_mode)
-
-
-def num_classes_for(config: RunConfig) -> int:
-    return 1 if config.data.label_mode == "binary" else len(PreprocessConfig().label_values)
-
-
-def build_network(config: RunConfig) -> torch.nn.Module:
-    options = {"num_classes": num_classes_for(config), **config.model.options}
-    return build_model(config.model.name, **model_options_for(config.model.name, options, tuple(config.train.patch)))
-
-
-def load_trained_model(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
+def load_trained_model(path: Path, device: torch.device | str = "cpu", channels_last: bool = True) -> LoadedModel:
+    """The network of a run folder or checkpoint, in eval mode on ``device`` (channels-last weights by default,
+    matching the core's channels-last windows: faster oneDNN 3-D convolutions on CPUs, same results)."""
     checkpoint = resolve_checkpoint(path)
     state = load_checkpoint(checkpoint)
     config = RunConfig.from_dict(state["config"])
     model = build_network(config)
     model.load_state_dict(state["model"])
-    return LoadedModel(model.to(device).eval(), config, checkpoint, preprocess_config_for(config))
+    model = model.to(device).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    return LoadedModel(model, config, checkpoint, preprocess_config_for(config))
 
 
 @dataclass
 class PredictOptions:
-    overlap: float = 0.25
+    """How ``predict`` runs; None / 0 fields take the inference core's defaults (:mod:`h2aseg.inference.core`).
+
+    ``skip_suv``: windows whose PET maximum stays below this SUV are background without the network
+    (None: every window runs, the exhaustive path). ``precision``: auto | fp32 | bf16 | fp16.
+    ``batch``: windows per network call (0: sized to the device). ``timings``: when a dict, each stage's
+    seconds (:data:`STAGES`) and the window counts are added to it.
+    """
+
+    overlap: float | None = None
     mirror: bool = False
     save_probabilities: bool = False
     file_ending: str = ".nii.gz"
     device: str = "cpu"
+    #: writes the label (on the PET grid) in other formats / post-processed, returns the first file written;
+    #: None writes ``<case_id><file_ending>`` (see :class:`h2aseg.inference.outputs.LabelWriter`)
+    write_label: Callable[[sitk.Image, Case, Path], Path] | None = None
+    precision: str = "auto"
+    skip_suv: float | None = DEFAULT_SKIP_SUV
+    batch: int = 0
+    timings: dict | None = None
+
+
+def inference_settings(loaded: LoadedModel, options: PredictOptions) -> InferenceSettings:
+    """The core's settings for a loaded network and ``predict`` options."""
+    settings = settings_for(loaded.patch_size, loaded.preprocess.suv_scale, overlap=options.overlap,
+                            mirror=options.mirror, device=str(options.device), precision=options.precision,
+                            batch=options.batch or None)
+    return dataclasses.replace(settings, skip_suv=options.skip_suv)
+
+
+def _add_time(timings: dict, stage: str, seconds: float) -> None:
+    timings[stage] = timings.get(stage, 0.0) + seconds
 
 
 def predict_case(loaded: LoadedModel, case: Case, out_dir: Path, options: PredictOptions) -> Path:
     """Predict one case and write ``<out_dir>/<case_id><ending>`` on the case's original PET grid."""
+    timings = options.timings if options.timings is not None else {}
+    clock = time.perf_counter()
     data = preprocess_case(case, loaded.preprocess)
-    ct = torch.from_numpy(data["ct"])[None]
-    pet = torch.from_numpy(data["pet"])[None]
-    probabilities = sliding_window_probabilities(
-        loaded.model, ct, pet, loaded.patch_size, options.overlap, options.mirror, device=options.device
-    )[0]
-    label = probabilities_to_label(probabilities).numpy()
-    target = Path(out_dir) / f"{case.case_id}{options.file_ending}"
-    write_image(restore_to_original(label, data["meta"], is_label=True), target)
+    _add_time(timings, "read+preprocess", time.perf_counter() - clock)
+    stats = InferenceStats()
+    probabilities = predict_probabilities(loaded.model, data.pop("ct"), data.pop("pet"),
+                                          inference_settings(loaded, options), stats)
+    _add_time(timings, "network", stats.network_seconds)
+    _add_time(timings, "blend", stats.total_seconds - stats.network_seconds)
+    for key in ("windows", "windows_run"):
+        timings[key] = timings.get(key, 0) + getattr(stats, key)
+    clock = time.perf_counter()
+    label = restore_to_original(probabilities_to_label(probabilities).numpy(), data["meta"], is_label=True)
+    _add_time(timings, "restore", time.perf_counter() - clock)
+    clock = time.perf_counter()
+    if options.write_label is not None:
+        target = options.write_label(label, case, Path(out_dir))
+    else:
+        target = Path(out_dir) / f"{case.case_id}{options.file_ending}"
+        write_image(label, target)
     if options.save_probabilities:
         # ``probabilities`` are already softmax/sigmoid outputs: the foreground map is taken from them
         # directly (sigmoid channel, or 1 − background), never passed through an activation again.
-        foreground = foreground_from_probabilities(probabilities).numpy()
+        foreground = foreground_from_probabilities(probabilities).float().numpy()
         write_image(
             restore_to_original(foreground, data["meta"], is_label=False),
             Path(out_dir) / "probabilities" / f"{case.case_id}{options.file_ending}",
         )
+    _add_time(timings, "write", time.perf_counter() - clock)
+    logger.info("%s (%s): %s", case.case_id, stats.precision, format_timings(timings))
     return target
+
+
+def add_inference_options(parser) -> None:
+    """``predict``'s options for the inference core (window skipping, precision, window batch, timings)."""
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="network precision: auto = bf16 on CPUs with AVX512-BF16/AMX and on bf16 GPUs, fp16 on "
+                             "other GPUs, else fp32")
+    parser.add_argument("--skip-suv", type=float, default=DEFAULT_SKIP_SUV,
+                        help="windows whose PET stays below this SUV are background without running the network")
+    parser.add_argument("--no-skip", action="store_true", help="run the network on every window (exhaustive)")
+    parser.add_argument("--window-batch", type=int, default=0, help="windows per network call (0: sized to the device)")
+    parser.add_argument("--timings", action="store_true",
+                        help="print seconds per stage (read+preprocess, network, blend, restore, write)")
+
+
+def inference_option_values(args) -> dict:
+    """PredictOptions fields from the options of :func:`add_inference_options`."""
+    return {"precision": args.precision, "skip_suv": None if args.no_skip else args.skip_suv,
+            "batch": args.window_batch, "timings": {} if args.timings else None}
+
+
+def format_timings(timings: dict) -> str:
+    """One line: seconds per stage and the windows run."""
+    text = ", ".join(f"{stage} {timings.get(stage, 0.0):.1f} s" for stage in STAGES)
+    return f"{text}; {timings.get('windows_run', 0)} of {timings.get('windows', 0)} windows run"
 
 
 def threshold_mask(case: Case, method: str) -> sitk.Image:
@@ -213,10 +214,22 @@ def predict_cases(
 
 
 __all__ = [
+    "MIRROR_AXES",
+    "STAGES",
     "LoadedModel",
     "PredictOptions",
+    "add_inference_options",
+    "build_network",
+    "class_probabilities",
+    "foreground_from_probabilities",
+    "format_timings",
+    "inference_option_values",
+    "inference_settings",
     "load_trained_model",
+    "num_classes_for",
     "predict_case",
     "predict_cases",
-    "sliding_window_probabilities",
+    "preprocess_config_for",
+    "probabilities_to_label",
+    "threshold_mask",
 ]

@@ -12,6 +12,10 @@ list of logits ordered from full resolution to coarsest (see :mod:`h2aseg.traini
 ``build_model(name, **options)`` passes the keywords through to the factory. Factories that need the
 training patch (UNETR, SwinUNETR, nnU-Net's planned topology) declare ``uses_patch_size=True`` and take
 a ``patch_size`` keyword; :func:`model_options_for` adds it for them from the run's settings.
+
+:func:`build_network`, :func:`num_classes_for` and :func:`preprocess_config_for` turn a run's config
+(:class:`h2aseg.config.RunConfig`) into its network, class count and preprocessing; training, the
+benchmark and prediction all use them.
 """
 
 from __future__ import annotations
@@ -19,10 +23,15 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from h2aseg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from h2aseg.config import RunConfig
+    from h2aseg.data.preprocess import PreprocessConfig
 
 
 @dataclass(frozen=True)
@@ -98,3 +107,26 @@ def build_model(name: str, **options) -> nn.Module:
         return entry.factory(**kwargs)
     except TypeError as err:
         raise ConfigError(f"model {name!r} does not accept these options {sorted(options)}: {err}") from err
+
+
+# ------------------------------------------------------------------------------------ from a run config
+def num_classes_for(config: RunConfig) -> int:
+    """Output channels of a run's network: 1 (sigmoid) for binary labels, background + classes otherwise."""
+    from h2aseg.data.preprocess import PreprocessConfig
+
+    return 1 if config.data.label_mode == "binary" else len(PreprocessConfig().label_values)
+
+
+def preprocess_config_for(config: RunConfig) -> PreprocessConfig:
+    """The preprocessing a run trains on (and its predictions must use): its grid spacing and label mode."""
+    from h2aseg.data.preprocess import PreprocessConfig
+
+    spacing = config.data.target_spacing
+    return PreprocessConfig(target_spacing=tuple(spacing) if spacing else None, label_mode=config.data.label_mode,
+                            skip_checks=tuple(config.data.skip_content_checks), max_voxels=config.data.max_voxels)
+
+
+def build_network(config: RunConfig) -> nn.Module:
+    """The network of a run config (``config.model`` with its options, the run's patch and class count)."""
+    options = {"num_classes": num_classes_for(config), **config.model.options}
+    return build_model(config.model.name, **model_options_for(config.model.name, options, tuple(config.train.patch)))

@@ -34,21 +34,17 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from h2aseg.atomic import atomic_write_text
+from h2aseg.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from h2aseg.config import RunConfig
 from h2aseg.data.layouts import Case, discover_cases, load_or_create_splits
 from h2aseg.data.preprocess import PreprocessedCache
 from h2aseg.data.transforms import train_transforms
 from h2aseg.errors import ConfigError, DataError
 from h2aseg.evaluation.metrics import dice
-from h2aseg.inference.predictor import (
-    build_network,
-    num_classes_for,
-    preprocess_config_for,
-    probabilities_to_label,
-    sliding_window_probabilities,
-)
+from h2aseg.inference.core import predict_probabilities, probabilities_to_label, settings_for
+from h2aseg.inference.precision import training_autocast_dtype
+from h2aseg.models.registry import build_network, num_classes_for, preprocess_config_for
 from h2aseg.training import distributed as dist_utils
-from h2aseg.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from h2aseg.training.losses import DeepSupervisionLoss
 from h2aseg.training.schedule import learning_rate
 
@@ -105,7 +101,9 @@ class Trainer:
         if not 0.0 <= train.lesion_offset <= 1.0:
             raise ConfigError(f"lesion_offset must lie in [0, 1], got {train.lesion_offset}")
         self.volumes_per_step = max(1, math.ceil(train.batch / train.samples_per_volume))
-        self.amp = train.amp == "on" or (train.amp == "auto" and self.ctx.device.type == "cuda")
+        # --amp: fp16 + gradient scaling on CUDA; bf16 on CPUs with native bf16 (AVX512-BF16/AMX), for "on"
+        self.amp_dtype = training_autocast_dtype(train.amp, self.ctx.device)
+        self.amp = self.amp_dtype is not None
 
     # ------------------------------------------------------------------------------------------ data
     def log(self, message: str) -> None:
@@ -224,7 +222,7 @@ class Trainer:
             if t.channels_last:
                 ct, pet = (x.contiguous(memory_format=torch.channels_last_3d) for x in (ct, pet))
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(self.ctx.device.type, enabled=self.amp):
+            with torch.autocast(self.ctx.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 outputs = model(ct, pet)
             loss = loss_fn([o.float() for o in outputs] if isinstance(outputs, (list, tuple)) else outputs.float(), label)
             if not torch.isfinite(loss):
@@ -251,14 +249,13 @@ class Trainer:
     @torch.no_grad()
     def _validate(self, model, cache, val_ids) -> float:
         net = model.module if hasattr(model, "module") else model
+        # the inference core with predict's defaults (window skipping, precision) and the run's overlap
+        settings = settings_for(self.config.train.patch, cache.config.suv_scale, overlap=self.config.train.sw_overlap,
+                                device=str(self.ctx.device))
         scores, scores_all = [], []
         for case_id in tqdm(val_ids, desc="validate", unit="case", leave=False, disable=not self.progress):
             data = cache.load(case_id)
-            ct = torch.from_numpy(data["ct"])[None]
-            pet = torch.from_numpy(data["pet"])[None]
-            probabilities = sliding_window_probabilities(
-                net, ct, pet, self.config.train.patch, self.config.train.sw_overlap, device=self.ctx.device
-            )[0]
+            probabilities = predict_probabilities(net, data["ct"], data["pet"], settings)
             pred = probabilities_to_label(probabilities).numpy() > 0
             gt = data["label"][0] > 0
             score = dice(pred, gt)
