@@ -125,7 +125,7 @@ def test_onnx_export_matches_pytorch_within_1e_4(run, tmp_path, capsys):
     target = tmp_path / "model.onnx"
     assert cli_main(["export", str(run), "--onnx", str(target)]) == 0
     line = capsys.readouterr().out
-    diff = float(re.search(r"difference\| to PyTorch ([0-9.e+-]+)", line).group(1))
+    diff = float(re.search(r"probability difference\| to PyTorch ([0-9.e+-]+)", line).group(1))
     assert diff <= 1e-4
     session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["ct", "pet"]
@@ -136,7 +136,7 @@ def test_onnx_export_matches_pytorch_within_1e_4(run, tmp_path, capsys):
 def test_torchscript_export_matches_pytorch(run, tmp_path, capsys):
     target = tmp_path / "model.ts"
     assert cli_main(["export", str(run), "--torchscript", str(target)]) == 0
-    diff = float(re.search(r"difference\| to PyTorch ([0-9.e+-]+)", capsys.readouterr().out).group(1))
+    diff = float(re.search(r"probability difference\| to PyTorch ([0-9.e+-]+)", capsys.readouterr().out).group(1))
     assert diff <= 1e-4
     traced = torch.jit.load(str(target))
     logits, probabilities = traced(torch.zeros(3, 1, 32, 32, 32), torch.zeros(3, 1, 32, 32, 32))
@@ -152,3 +152,15 @@ def test_attention_network_whose_norms_follow_reshapes_exports_by_moments(tmp_pa
     model = build_model("h2aseg_release", channels=(2, 4, 4, 8, 8), window_size=(4, 4, 4), patch_size=(32, 32, 32))
     path = export_onnx(model.eval(), (32, 32, 32), tmp_path / "release.onnx")
     assert check_parity(model, (32, 32, 32), path) <= 1e-4
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_instance_norm_by_moments_equals_instance_norm(affine):
+    from h2aseg.export.onnx_export import InstanceNormByMoments
+
+    norm = torch.nn.InstanceNorm3d(3, affine=affine, eps=1e-5)
+    if affine:
+        torch.nn.init.normal_(norm.weight)
+        torch.nn.init.normal_(norm.bias)
+    x = torch.randn(2, 3, 4, 5, 6) * 3 + 1
+    torch.testing.assert_close(InstanceNormByMoments(norm)(x), norm(x), rtol=1e-5, atol=1e-5)

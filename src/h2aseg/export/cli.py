@@ -46,8 +46,8 @@ def run(args: argparse.Namespace) -> int:
                 continue
             diff = check_parity(loaded.model, loaded.patch_size, target, kind=kind)
             ok = diff <= args.tolerance
-            print(f"wrote {target} (patch {tuple(loaded.patch_size)}, dynamic batch): largest |probability "
-                  f"difference| to PyTorch {diff:.2e} on 2 random patches ({'within' if ok else 'ABOVE'} "
+            print(f"wrote {target} (patch {tuple(loaded.patch_size)}, dynamic batch): largest |logit or "
+                  f"probability difference| to PyTorch {diff:.2e} on 2 random patches ({'within' if ok else 'ABOVE'} "
                   f"{args.tolerance:g})", file=sys.stdout if ok else sys.stderr)
             status = status if ok else 1
     return status
@@ -71,6 +71,6 @@ def add_parser(subparsers) -> None:
                         help="summary.json of h2aseg evaluate on the test split (default: RUN_DIR/*/summary.json "
                         "when there is exactly one)")
     parser.add_argument("--tolerance", type=float, default=1e-4,
-                        help="largest |probability difference| to PyTorch accepted by the parity check")
+                        help="largest |logit or probability difference| to PyTorch accepted by the parity check")
     parser.add_argument("--no-check", action="store_true", help="skip the parity check")
     parser.set_defaults(func=run)
