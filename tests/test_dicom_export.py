@@ -220,3 +220,24 @@ def test_a_ct_grid_label_references_the_ct_series(cohort, tmp_path):
     back = sitk.GetArrayFromImage(rtstruct_to_label(tmp_path / f"{case.case_id}.rtstruct.dcm", ct))
     np.testing.assert_array_equal(back, array)
     assert writer.records[case.case_id]["files"] == [f"{case.case_id}.seg.dcm", f"{case.case_id}.rtstruct.dcm"]
+
+
+def test_suvmax_filter_reads_the_pet_on_the_label_grid(cohort, tmp_path):
+    from h2aseg.data.io import read_ct
+    from h2aseg.inference.outputs import LabelWriter
+
+    case = discover_cases(cohort, "manifest").cases[0]
+    ct, pet = read_ct(case.ct), read_pet(case.pet)
+    hot = np.unravel_index(int(np.argmax(sitk.GetArrayFromImage(pet))), pet.GetSize()[::-1])  # (z, y, x) on PET
+    centre = ct.TransformPhysicalPointToIndex(pet.TransformIndexToPhysicalPoint([int(v) for v in hot[::-1]]))
+    array = np.zeros(ct.GetSize()[::-1], np.uint8)
+    z, y, x = centre[2], centre[1], centre[0]
+    array[max(z - 1, 0) : z + 2, max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2] = 1  # on the hottest PET voxel
+    array[0:2, 0:2, 0:2] = 1  # a corner of the CT field: air, SUV about 0
+    label = sitk.GetImageFromArray(array)
+    label.CopyInformation(ct)  # a CT-grid label, as predict --grid ct gives
+    writer = LabelWriter(("nifti",), postprocess=PostProcess(min_suvmax=1.0))
+    out = writer(label, case, tmp_path)
+    kept = sitk.GetArrayFromImage(sitk.ReadImage(str(out)))
+    assert kept.shape == array.shape and kept[z, y, x] == 1 and not kept[0:2, 0:2, 0:2].any()
+    assert [r["voxels"] for r in writer.records[case.case_id]["removed_components"]] == [8]

@@ -97,6 +97,14 @@ def remove_components(label: np.ndarray, suv: np.ndarray | None, spacing, rule: 
     return label, removed
 
 
+def _suv_on(label: sitk.Image, case: Case) -> sitk.Image:
+    """The case's PET in SUV on ``label``'s grid (resampled linearly when the label is on another grid)."""
+    pet = read_pet(case.pet)
+    same = (pet.GetSize() == label.GetSize() and np.allclose(pet.GetOrigin(), label.GetOrigin(), atol=1e-3)
+            and np.allclose(pet.GetSpacing(), label.GetSpacing()) and np.allclose(pet.GetDirection(), label.GetDirection()))
+    return pet if same else sitk.Resample(pet, label, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+
+
 @dataclass
 class LabelWriter:
     """Writes one case's label in every requested format; pass it as ``PredictOptions.write_label``.
@@ -137,7 +145,7 @@ class LabelWriter:
         self.check(case)
         removed: list[dict] = []
         if self.postprocess.active:
-            suv = to_array(read_pet(case.pet)) if self.postprocess.min_suvmax > 0 else None
+            suv = to_array(_suv_on(label, case)) if self.postprocess.min_suvmax > 0 else None
             array, removed = remove_components(to_array(label), suv, label.GetSpacing(), self.postprocess)
             label = from_array(array, label)
         written = []
