@@ -143,6 +143,28 @@ def summarise_run(run_dir: Path) -> dict | None:
     }
 
 
+def plot_curves(results: dict, path: Path, title: str) -> None:
+    """Validation Dice against optimizer steps, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for name, s in results.items():
+        if s["curve"]:
+            steps, values = zip(*s["curve"])
+            ax.plot(steps, values, marker="o", label=name)
+    ax.set_xlabel("optimizer steps (batch 2)")
+    ax.set_ylabel("validation Dice")
+    ax.set_title(f"learning curves, cohort {title}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def table(args) -> None:
     lines = ["| run | steps | train min | validation Dice by step | test Dice (positive studies) | lesions found | "
              "false detections / study | probe: centred / shifted median Dice (shifted = 0) |",
@@ -160,6 +182,7 @@ def table(args) -> None:
                      f"{s['fd_per_study']:.1f} | {probe_text} |")
     text = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    plot_curves(results, args.out.with_suffix(".png"), title=args.cohort.name)
     args.out.write_text(text)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     print(text)
