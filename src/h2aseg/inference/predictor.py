@@ -78,9 +78,9 @@ def resolve_checkpoint(path: Path) -> Path:
     return path
 
 
-def load_trained_model(path: Path, device: torch.device | str = "cpu", channels_last: bool = True) -> LoadedModel:
-    """The network of a run folder or checkpoint, in eval mode on ``device`` (channels-last weights by default,
-    matching the core's channels-last windows: faster oneDNN 3-D convolutions on CPUs, same results)."""
+def load_trained_model(path: Path, device: torch.device | str = "cpu", channels_last: bool = False) -> LoadedModel:
+    """The network of a run folder or checkpoint, in eval mode on ``device``; ``channels_last`` stores its weights
+    channels-last (pair it with ``InferenceSettings.channels_last``; slower for H2ASeg on our CPU, see there)."""
     checkpoint = resolve_checkpoint(path)
     state = load_checkpoint(checkpoint)
     config = RunConfig.from_dict(state["config"])
