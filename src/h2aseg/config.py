@@ -48,6 +48,12 @@ def _protocols() -> tuple[str, ...]:
     return tuple(PROTOCOLS)
 
 
+def _losses() -> tuple[str, ...]:
+    from h2aseg.training.losses import LOSS_KINDS
+
+    return tuple(LOSS_KINDS)
+
+
 def _content_checks() -> tuple[str, ...]:
     from h2aseg.data.content import CONTENT_CHECKS
 
@@ -62,6 +68,7 @@ CHOICES: dict[str, Callable[[], tuple[str, ...]]] = {
     "train.amp": lambda: ("auto", "on", "off"),
     "train.lr_schedule": _schedules,
     "train.protocol": _protocols,
+    "train.loss": _losses,
 }
 
 
@@ -232,7 +239,8 @@ class _Validated:
     def __setattr__(self, name: str, value: Any) -> None:
         cls = type(self)
         if cls not in _HINTS:
-            _HINTS[cls] = {f.name: hint for f in fields(cls) for hint in [typing.get_type_hints(cls)[f.name]]}
+            hints = typing.get_type_hints(cls)
+            _HINTS[cls] = {f.name: hints[f.name] for f in fields(cls)}
         key = f"{self._section}.{name}" if self._section else name
         if name not in _HINTS[cls]:
             if name.startswith("_"):

@@ -5,9 +5,9 @@ grid. ``--grid ct`` writes it on the case's CT grid, where HECKTOR labels lie an
 challenge scores predictions; it is the default for the HECKTOR layout, so ``predict`` → ``evaluate``
 works as documented. The label is first brought back to the PET grid (exact when the processing grid is
 the PET grid, the default: it is a crop of it) and then resampled onto the CT grid by nearest neighbour;
-saved probabilities stay on the PET grid. Post-processing by SUVmax and the DICOM outputs (SEG,
-RTSTRUCT reference the PET series) need the PET grid: with those, an implicit ``ct`` falls back to
-``pet`` (said on stdout) and an explicit ``--grid ct`` is refused.
+saved probabilities stay on the PET grid. The DICOM outputs (SEG and RTSTRUCT reference the PET series)
+need the PET grid: with those, an implicit ``ct`` falls back to ``pet`` (said on stdout) and an explicit
+``--grid ct`` is refused. Post-processing runs on the label's grid (the SUVmax filter reads the PET on it).
 """
 
 from __future__ import annotations
@@ -43,8 +43,6 @@ def _needs_pet_grid(args: argparse.Namespace) -> str | None:
     formats = ",".join(getattr(args, "format", None) or [])
     if "dicom-seg" in formats or "rtstruct" in formats:
         return "DICOM SEG/RTSTRUCT outputs reference the PET series"
-    if (getattr(args, "min_suvmax", 0.0) or 0.0) > 0:
-        return "--min-suvmax compares the label with the PET voxel by voxel"
     return None
 
 

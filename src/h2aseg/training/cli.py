@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from h2aseg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from h2aseg.data.cli import add_input_options, skipped_checks
 from h2aseg.data.layouts import LAYOUTS
 from h2aseg.training.losses import LOSS_KINDS
 from h2aseg.training.protocols import PROTOCOLS, apply_protocol, protocol_model_options
@@ -27,6 +29,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         config.data.cache_dir = str(args.cache)
     if args.target_spacing is not None:
         config.data.target_spacing = list(args.target_spacing)
+    for name in ("ct_channel", "pet_channel", "max_voxels"):
+        if getattr(args, name, None) is not None:
+            setattr(config.data, name, getattr(args, name))
+    if getattr(args, "skip_content_checks", None) is not None:
+        config.data.skip_content_checks = list(skipped_checks(args))
     if args.model is not None:
         config.model.name = args.model
     if args.channels is not None:
@@ -54,8 +61,14 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.config is None and (out / "config.yaml").exists() and args.data is None:
         args.config = str(out / "config.yaml")
     config = config_from_args(args)
-    result = Trainer(config, out, resume=args.resume, progress=not args.no_progress).fit()
-    print(json.dumps(result.__dict__))
+    trainer = Trainer(config, out, resume=args.resume, progress=not args.no_progress)
+    result = trainer.fit()
+    print(json.dumps({**result.__dict__, "skipped_cases": len(trainer.skipped)}))
+    if trainer.skipped:  # listed as `h2aseg check` lists them; exit status 1 says something was left out
+        print(f"{len(trainer.skipped)} case(s) skipped:", file=sys.stderr)
+        for line in trainer.skipped:
+            print(f"  {line}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -111,6 +124,7 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amp", choices=("auto", "on", "off"), help=f"mixed precision (default {t.amp}: on for CUDA)")
     parser.add_argument("--device", help=f"cpu, cuda, cuda:N or auto (default {t.device})")
     parser.add_argument("--num-workers", type=int, help=f"data-loading worker processes (default {t.num_workers})")
+    add_input_options(parser)
 
 
 def add_parser(subparsers) -> None:

@@ -91,6 +91,7 @@ class Trainer:
 
     def __init__(self, config: RunConfig, out_dir: Path, resume: bool = False, progress: bool = True) -> None:
         self.config, self.out_dir, self.resume, self.progress = config, Path(out_dir), resume, progress
+        self.skipped: list[str] = []  # one line per study left out (discovery or preprocessing), as `check` prints
         self.ctx = dist_utils.init_distributed(config.train.device)
         train = config.train
         if train.batch < 1 or train.samples_per_volume < 1 or train.epochs < 1:
@@ -114,7 +115,11 @@ class Trainer:
         data = self.config.data
         if not data.root:
             raise ConfigError("no dataset given: pass --data DIR")
-        discovery = discover_cases(Path(data.root), data.layout, require_labels=True)
+        discovery = discover_cases(Path(data.root), data.layout, require_labels=True,
+                                   ct_channel=data.ct_channel, pet_channel=data.pet_channel)
+        for note in discovery.notes:
+            self.log(note)
+        self.skipped = [str(p) for p in discovery.problems]
         for problem in discovery.problems:
             self.log(f"skipped case: {problem}")
         if not discovery.cases:
@@ -132,6 +137,7 @@ class Trainer:
         bad: set[str] = set()
         if self.ctx.is_main:
             problems = cache.build(needed, progress=self.progress)
+            self.skipped += [str(p) for p in problems]
             for problem in problems:
                 self.log(f"skipped case: {problem}")
             bad = {p.case_id for p in problems}
