@@ -1,5 +1,5 @@
-"""The Table 1 baselines: every registered network builds small, trains one step, and reads its inputs;
-the threshold reference rows give hand-computed masks."""
+"""Every registered network builds small, trains one step, reads its inputs and is described; the
+threshold reference rows give hand-computed masks."""
 
 from __future__ import annotations
 
@@ -9,14 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from h2aseg.models.baselines import BASELINES, THRESHOLD_METHODS, suv_max_fraction, suv_threshold
+from h2aseg.models.baselines import THRESHOLD_METHODS, suv_max_fraction, suv_threshold
 from h2aseg.models.baselines.monai_nets import VNet, plan_nnunet_topology
-from h2aseg.models.registry import build_model, get_entry
+from h2aseg.models.registry import build_model, get_entry, list_models
 
 PATCH = (32, 32, 32)
+H2ASEG_TINY = {"channels": (2, 4, 4, 8, 8), "window_size": (4, 4, 2), "patch_size": PATCH, "dropout": 0.0}
 
-#: Tiny options per registered name (and the patch, where 32³ cannot train).
+#: Tiny options per registered name (and the patch, where 32³ cannot train). A newly registered network
+#: fails ``test_every_registered_network_has_a_tiny_configuration`` until it is given one here.
 TINY: dict[str, tuple[dict, tuple[int, int, int]]] = {
+    "h2aseg": (H2ASEG_TINY, PATCH),
+    "h2aseg_no_mcsa": (H2ASEG_TINY, PATCH),
+    "h2aseg_no_tamw": (H2ASEG_TINY, PATCH),
+    "dual_resunet3d": (H2ASEG_TINY, PATCH),
+    "h2aseg_release": ({"channels": (2, 4, 4, 8, 8), "patch_size": (32, 32, 16)}, (32, 32, 16)),
     "unet3d": ({"channels": (4, 8, 16, 32)}, PATCH),
     "vnet": ({"channels": 2}, PATCH),
     "resunet3d": ({"channels": (4, 4, 8, 8, 16)}, PATCH),
@@ -40,6 +47,7 @@ TINY: dict[str, tuple[dict, tuple[int, int, int]]] = {
 
 SINGLE_MODALITY = {"resunet3d_pet": "pet", "resunet3d_ct": "ct"}
 NEEDS_EINOPS = {"unetr"}  # MONAI's ViT blocks import einops
+REGISTERED = list_models()
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -58,12 +66,18 @@ def _inputs(size, seed=0):
     return ct, pet
 
 
-def test_every_baseline_has_a_tiny_configuration():
-    assert set(TINY) == set(BASELINES)
+def test_every_registered_network_has_a_tiny_configuration():
+    assert set(TINY) == set(REGISTERED)
 
 
-@pytest.mark.parametrize("name", BASELINES)
-def test_baseline_trains_one_step_and_predicts_full_size(name):
+@pytest.mark.parametrize("name", REGISTERED)
+def test_every_registered_network_has_a_description(name):
+    description = get_entry(name).description
+    assert len(description.split()) >= 3, f"{name}: register it with a description (h2aseg info lists it)"
+
+
+@pytest.mark.parametrize("name", REGISTERED)
+def test_registered_network_trains_one_step_and_predicts_full_size(name):
     if name in NEEDS_EINOPS and importlib.util.find_spec("einops") is None:
         pytest.skip("einops is not installed (MONAI's UNETR needs it)")
     torch.manual_seed(0)

@@ -205,10 +205,19 @@ def test_small_h2aseg_overfits_a_synthetic_pet_ct_pair():
     assert dice >= 0.9, f"Dice {dice:.3f} after {_step + 1} steps"
 
 
-def test_paper_configuration_builds_and_info_prints_parameter_count(capsys):
-    model = H2ASeg(channels=(8, 16, 32, 64, 128), window_size=(8, 8, 4), patch_size=(128, 128, 64))
-    expected = sum(p.numel() for p in model.parameters())
-    assert 4e6 < expected < 2e7
+#: The parameter counts the module docstring of h2aseg.models.h2aseg states for the paper's setting.
+PAPER_COUNTS = {"h2aseg": 11_118_135, "dual_resunet3d": 4_906_511}
+
+
+def test_paper_configuration_has_the_parameter_count_its_docstring_states(capsys):
+    import h2aseg.models.h2aseg as module
+
+    paper = dict(channels=(8, 16, 32, 64, 128), window_size=(8, 8, 4), patch_size=(128, 128, 64))
+    for name, count in PAPER_COUNTS.items():
+        model = build_model(name, **paper)
+        assert sum(p.numel() for p in model.parameters()) == count, name
+        assert f"{count:,}" in " ".join(module.__doc__.split()), f"docstring no longer states {count:,}"
+    expected = PAPER_COUNTS["h2aseg"]
     assert cli_main(["info", "--model", "h2aseg"]) == 0
     assert f"{expected:,} parameters" in capsys.readouterr().out
 

@@ -1,9 +1,11 @@
-"""Small convolutional building blocks shared by H2ASeg and the ResUNet baselines.
+"""Small convolutional building blocks shared by H2ASeg and the ResUNet-based baselines.
 
 All blocks take and return tensors of shape (B, C, H, W, D).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -86,3 +88,44 @@ class ResidualEncoder(nn.Module):
             x = block(x)
             features.append(x)
         return features
+
+
+class ResidualDecoder(nn.Module):
+    """U-Net decoder of residual blocks: up-sample, concatenate the skip, one ``ResidualBlock`` per level::
+
+        D^L = E^L;  D^k = ResBlock(concat(ConvT(D^{k+1}), S^k)),  k = L-1 .. 1
+
+    Args:
+        channels: decoder widths of levels 1..L (``D^k`` has ``channels[k-1]``); level L is the input.
+        skip_channels: channels of the skips ``S^1 .. S^{L-1}``; defaults to ``channels[:-1]``
+            (a plain U-Net); a dual encoder that concatenates its two skips passes twice that.
+        dropout: ``Dropout3d`` probability inside every block.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int],
+        skip_channels: Sequence[int] | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        channels = tuple(int(c) for c in channels)
+        if len(channels) < 2 or min(channels) < 1:
+            raise ValueError(f"channels must be at least two positive widths, got {channels}")
+        skips = tuple(channels[:-1]) if skip_channels is None else tuple(skip_channels)
+        if len(skips) != len(channels) - 1:
+            raise ValueError(f"skip_channels must give {len(channels) - 1} widths, got {skips}")
+        self.ups = nn.ModuleList()
+        self.blocks = nn.ModuleList()
+        for k in range(len(channels) - 2, -1, -1):
+            self.ups.append(nn.ConvTranspose3d(channels[k + 1], channels[k], 2, stride=2))
+            self.blocks.append(ResidualBlock(channels[k] + skips[k], channels[k], dropout=dropout))
+
+    def forward(self, bottom: torch.Tensor, skips: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """bottom: D^L (B, channels[-1], ...); skips: [S^1 .. S^{L-1}] -> [D^1 .. D^L], finest first."""
+        x = bottom
+        out = [x]
+        for up, block, skip in zip(self.ups, self.blocks, reversed(skips)):
+            x = block(torch.cat([up(x), skip], dim=1))
+            out.append(x)
+        return out[::-1]

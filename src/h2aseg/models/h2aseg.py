@@ -13,8 +13,9 @@ MCSA outputs feed both the next encoder level and the decoder skip, so the inter
 The loss of Eq. 5 uses P^1..P^5; P^1 is the prediction at test time.
 
 Parameter count: at the paper's setting (channels 8–128, window (8, 8, 4), patch 128×128×64) this
-implementation has 11.12 M parameters (``h2aseg info --model h2aseg``); the authors' release has about
-7.2 M. The backbone alone (MCSA and TAMW off) has 4.91 M; TAMW adds 0.20 M and MCSA 6.01 M. Most of
+implementation has 11,118,135 parameters at one output class (11.12 M; ``h2aseg info --model h2aseg``);
+the authors' release has about 7.2 M. The backbone alone (MCSA and TAMW off) has 4,906,511 (4.91 M); TAMW
+adds 197,640 (0.20 M) and MCSA 6,013,984 (6.01 M). Most of
 the difference is MCSA at level 4, which the paper's rule (MCSA at every level, window pooling by a
 convolution whose kernel equals the (8, 8, 4) window) makes a windowed level at this patch: its two pooling
 convolutions (64·64·256 weights each, 2.10 M together) and its inter-window BDSA (0.49 M). The release

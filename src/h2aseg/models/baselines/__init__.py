@@ -14,33 +14,19 @@ registry name      network                                                     m
 ``nestedformer``   NestedFormer (Xing et al. 2022), own implementation         :mod:`.nestedformer`
 ``a2fseg``         A2FSeg (Wang & Hong 2023), own implementation               :mod:`.a2fseg`
 ``sdb``            SDB (Xue et al. 2021), own implementation                   :mod:`.sdb`
+``basicunet``      MONAI BasicUNet, two channels (not in the paper; a fast     :mod:`.monai_nets`
+                   CPU reference for the demo)
 =================  ==========================================================  =============================
 
 The training-free reference rows (SUV ≥ 2.5, 41 % of SUVmax) are functions in :mod:`.threshold`,
-not networks, and are not in the registry.
+not networks, and are not in the registry. ``h2aseg info`` lists every registered network; the tests
+iterate the registry, not this table.
 """
 
 from h2aseg.models.baselines import a2fseg, monai_nets, nestedformer, resunet, sdb, threshold
 from h2aseg.models.baselines.threshold import THRESHOLD_METHODS, suv_max_fraction, suv_threshold
 
-#: Registry names of the networks this package provides.
-BASELINES: tuple[str, ...] = (
-    "unet3d",
-    "vnet",
-    "resunet3d",
-    "resunet3d_pet",
-    "resunet3d_ct",
-    "unetr",
-    "swinunetr",
-    "nnunet",
-    "nestedformer",
-    "a2fseg",
-    "sdb",
-    "basicunet",  # not in the paper: the demo's fast CPU reference
-)
-
 __all__ = [
-    "BASELINES",
     "THRESHOLD_METHODS",
     "a2fseg",
     "monai_nets",

@@ -28,8 +28,7 @@ from h2aseg.models.baselines._common import (
     check_common,
     check_pair,
 )
-from h2aseg.models.baselines.resunet import ResidualDecoder
-from h2aseg.models.blocks import ResidualBlock, ResidualEncoder
+from h2aseg.models.blocks import ResidualBlock, ResidualDecoder, ResidualEncoder
 from h2aseg.models.registry import register_model
 
 MODALITIES = ("ct", "pet")

@@ -17,50 +17,11 @@ from h2aseg.models.baselines._common import (
     check_common,
     check_pair,
 )
-from h2aseg.models.blocks import ResidualBlock, ResidualEncoder
+from h2aseg.models.blocks import ResidualDecoder, ResidualEncoder
 from h2aseg.models.registry import register_model
 
 RESUNET_CHANNELS: tuple[int, ...] = (8, 16, 32, 64, 128)
 MODALITIES: tuple[str, ...] = ("ct", "pet")
-
-
-class ResidualDecoder(nn.Module):
-    """U-Net decoder of residual blocks: up-sample, concatenate the skip, one ``ResidualBlock`` per level::
-
-        D^L = E^L;  D^k = ResBlock(concat(ConvT(D^{k+1}), S^k)),  k = L-1 .. 1
-
-    Args:
-        channels: decoder widths of levels 1..L (``D^k`` has ``channels[k-1]``); level L is the input.
-        skip_channels: channels of the skips ``S^1 .. S^{L-1}``; defaults to ``channels[:-1]``
-            (a plain U-Net); a dual encoder that concatenates its two skips passes twice that.
-        dropout: ``Dropout3d`` probability inside every block.
-    """
-
-    def __init__(
-        self,
-        channels: Sequence[int],
-        skip_channels: Sequence[int] | None = None,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        channels = check_channels(channels)
-        skips = tuple(channels[:-1]) if skip_channels is None else tuple(skip_channels)
-        if len(skips) != len(channels) - 1:
-            raise ValueError(f"skip_channels must give {len(channels) - 1} widths, got {skips}")
-        self.ups = nn.ModuleList()
-        self.blocks = nn.ModuleList()
-        for k in range(len(channels) - 2, -1, -1):
-            self.ups.append(nn.ConvTranspose3d(channels[k + 1], channels[k], 2, stride=2))
-            self.blocks.append(ResidualBlock(channels[k] + skips[k], channels[k], dropout=dropout))
-
-    def forward(self, bottom: torch.Tensor, skips: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """bottom: D^L (B, channels[-1], ...); skips: [S^1 .. S^{L-1}] -> [D^1 .. D^L], finest first."""
-        x = bottom
-        out = [x]
-        for up, block, skip in zip(self.ups, self.blocks, reversed(skips)):
-            x = block(torch.cat([up(x), skip], dim=1))
-            out.append(x)
-        return out[::-1]
 
 
 class ResUNet3D(nn.Module):

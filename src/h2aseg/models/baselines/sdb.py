@@ -33,8 +33,7 @@ from h2aseg.models.baselines._common import (
     check_common,
     check_pair,
 )
-from h2aseg.models.baselines.resunet import ResidualDecoder
-from h2aseg.models.blocks import ResidualBlock, norm_act
+from h2aseg.models.blocks import ResidualBlock, ResidualDecoder, norm_act
 from h2aseg.models.registry import register_model
 
 MODALITIES = ("ct", "pet")
