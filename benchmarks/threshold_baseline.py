@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from h2aseg.constants import MM3_PER_ML
 from h2aseg.data.io import read_image, read_pet, to_array
 from h2aseg.data.layouts import discover_cases
 from h2aseg.data.synthetic import generate_cohort
@@ -59,7 +60,7 @@ def evaluate(root: Path, threshold: float, min_ml: float, max_ml: float | None =
         ref = to_array(label) > 0
         if not ref.any():
             continue
-        voxel_ml = float(np.prod(pet.GetSpacing())) / 1000.0
+        voxel_ml = float(np.prod(pet.GetSpacing())) / MM3_PER_ML
         max_voxels = None if max_ml is None else round(max_ml / voxel_ml)
         pred = threshold_segmentation(to_array(pet), threshold, max(1, round(min_ml / voxel_ml)), max_voxels)
         tp = np.logical_and(pred, ref).sum()

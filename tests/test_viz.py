@@ -10,8 +10,10 @@ import SimpleITK as sitk
 from matplotlib.image import imread
 from scipy import ndimage
 
+from h2aseg.data.io import from_array, write_image
 from h2aseg.errors import DataError
 from h2aseg.viz import cli as viz_cli
+from h2aseg.viz.case import case_name, load_case
 from h2aseg.viz.curves import read_log, training_curves
 from h2aseg.viz.mip import COLOURS, _projected_classes, error_overlay, mip_overlay
 from h2aseg.viz.slices import focus_slices, fusion_slices
@@ -124,12 +126,12 @@ def test_training_curves_refuse_an_empty_log(tmp_path):
 
 
 def _write(array, path, spacing=(4.0, 4.0, 5.0), direction=None, origin=(0.0, 0.0, 0.0)):
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
-    image.SetSpacing(spacing)
-    image.SetOrigin(origin)
+    reference = sitk.Image([int(n) for n in array.shape], sitk.sitkUInt8)
+    reference.SetSpacing(spacing)
+    reference.SetOrigin(origin)
     if direction:
-        image.SetDirection(direction)
-    sitk.WriteImage(image, str(path))
+        reference.SetDirection(direction)
+    write_image(from_array(array, reference), path)
     return path
 
 
@@ -150,7 +152,7 @@ def test_load_case_reorients_pet_to_lps_and_resamples_masks_onto_it(tmp_path):
     _write(pet[::-1, ::-1], tmp_path / "pet.nii.gz", direction=flipped, origin=origin)
     label = (pet > 0).astype(np.uint8)
     _write(label, tmp_path / "label.nii.gz")  # same physical place, identity direction
-    data = viz_cli.load_case(tmp_path / "pet.nii.gz", label=tmp_path / "label.nii.gz")
+    data = load_case(tmp_path / "pet.nii.gz", label=tmp_path / "label.nii.gz")
     assert data["spacing"] == (4.0, 4.0, 5.0)
     assert np.argwhere(data["pet"] == 7.0).tolist() == [[1, 2, 3]]
     assert np.argwhere(data["label"]).tolist() == [[1, 2, 3]]
@@ -186,5 +188,14 @@ def test_viz_verb_writes_all_pictures_and_names_bad_inputs(tmp_path, capsys):
         )
     with pytest.raises(DataError, match="needs --pet"):
         _run(["--out", str(tmp_path)])
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(DataError, match="^PET: .*nope.nii.gz: file not found"):
         _run(["--pet", str(tmp_path / "nope.nii.gz"), "--out", str(tmp_path)])
+    sitk.WriteImage(sitk.Image([12, 10], sitk.sitkUInt8), str(tmp_path / "flat.nii.gz"))  # one 2-D slice
+    with pytest.raises(DataError, match="^label .*flat.nii.gz is not a 3-D"):
+        _run(["--pet", str(tmp_path / "pet.nii.gz"), "--label", str(tmp_path / "flat.nii.gz"), "--out", "x"])
+
+
+def test_case_name_drops_every_image_ending_the_reader_knows():
+    names = ["case1.nii.gz", "case1.nii", "case1.mha", "case1.mhd", "case1.nrrd", "case1.nhdr", "case1.NII.GZ"]
+    assert [case_name(tmp) for tmp in names] == ["case1"] * len(names)
+    assert case_name("dicom_folder") == "dicom_folder"

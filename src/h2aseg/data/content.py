@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from h2aseg.constants import AIR_BELOW_HU
+
 __all__ = [
     "CONTENT_CHECKS",
     "VolumeStats",
@@ -46,7 +48,7 @@ __all__ = [
 
 CONTENT_CHECKS = ("ct-air", "ct-range", "pet-negative", "pet-range")
 
-CT_AIR_HU = -500.0
+CT_AIR_HU = AIR_BELOW_HU
 CT_AIR_MIN_FRACTION = 0.001
 CT_MIN_HU = -3100.0
 CT_MAX_HU = 4000.0

@@ -16,6 +16,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from h2aseg.atomic import atomic_open, atomic_write_text
+from h2aseg.constants import CT_FLOOR_HU
 from h2aseg.data.io import read_ct, read_image, read_pet, write_image
 from h2aseg.data.layouts import Case
 
@@ -39,7 +40,7 @@ def export_nnunet(cases: Sequence[Case], out: Path, labels: dict[str, int] | Non
         pet = read_pet(case.pet)
         ct = read_ct(case.ct)
         if not _same_grid(ct, pet):
-            ct = sitk.Resample(ct, pet, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat32)
+            ct = sitk.Resample(ct, pet, sitk.Transform(), sitk.sitkLinear, CT_FLOOR_HU, sitk.sitkFloat32)
         write_image(ct, out / "imagesTr" / f"{case.case_id}_0000.nii.gz")
         write_image(pet, out / "imagesTr" / f"{case.case_id}_0001.nii.gz")
         if case.label is not None:

@@ -28,15 +28,16 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from h2aseg import __version__
+from h2aseg.constants import CT_FLOOR_HU, F18_HALF_LIFE_S, G_PER_KG
 from h2aseg.data.io import read_image
 from h2aseg.data.layouts import discover_cases
-from h2aseg.data.synthetic import F18_HALF_LIFE_S, generate_cohort
+from h2aseg.data.synthetic import generate_cohort
 
 __all__ = ["generate_dicom_cohort", "write_series", "pet_header"]
 
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
-CT_INTERCEPT = -1024.0
+CT_INTERCEPT = CT_FLOOR_HU  # stored 0..4095 spans the 12-bit CT range
 
 
 def _uid(*parts) -> str:
@@ -154,7 +155,7 @@ def _bqml(suv: sitk.Image, header: dict) -> sitk.Image:
     """SUV -> activity concentration in Bq/ml at the series start (decay from injection, F-18)."""
     elapsed = (header["series_start"] - header["injection"]).total_seconds()
     decayed = header["dose_bq"] * 2.0 ** (-elapsed / header["half_life_s"])
-    return sitk.Cast(suv, sitk.sitkFloat64) * (decayed / (header["weight_kg"] * 1000.0))
+    return sitk.Cast(suv, sitk.sitkFloat64) * (decayed / (header["weight_kg"] * G_PER_KG))
 
 
 def generate_dicom_cohort(kind: str, out: Path, n_cases: int, seed: int = 0, **size_options) -> list[str]:

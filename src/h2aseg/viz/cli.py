@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from h2aseg.errors import DataError
+from h2aseg.viz.case import case_name, load_case
 
-_SUFFIXES = (".nii.gz", ".nii", ".mha", ".mhd", ".nrrd")
+__all__ = ["add_parser", "load_case", "run"]  # load_case lives in h2aseg.viz.case; kept here for old callers
 
 
 def add_parser(subparsers) -> None:
@@ -25,8 +24,8 @@ def add_parser(subparsers) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--pet", type=Path, default=None, help="PET image in SUV (NIfTI/MHA file)")
-    parser.add_argument("--ct", type=Path, default=None, help="CT image in HU (optional; enables fusion)")
+    parser.add_argument("--pet", type=Path, default=None, help="PET image in SUV (NIfTI/MHA/NRRD file or DICOM series folder)")
+    parser.add_argument("--ct", type=Path, default=None, help="CT image in HU, file or DICOM folder (optional; enables fusion)")
     parser.add_argument("--label", type=Path, default=None, help="ground-truth label map (optional)")
     parser.add_argument("--pred", type=Path, default=None, help="predicted label map (optional)")
     parser.add_argument(
@@ -42,67 +41,6 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _stem(path: Path) -> str:
-    for suffix in _SUFFIXES:
-        if path.name.endswith(suffix):
-            return path.name[: -len(suffix)]
-    return path.stem
-
-
-def _read(path: Path, what: str):
-    import SimpleITK as sitk
-
-    if not path.is_file():
-        raise DataError(f"{what} {path} not found; check the path")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError:
-        raise DataError(f"{what} {path} cannot be read as an image; give a NIfTI or MHA file") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(f"{what} {path} is not a 3-D single-channel image; give one static 3-D volume")
-    return image
-
-
-def _on_pet_grid(image, reference, nearest: bool, default: float) -> np.ndarray:
-    import SimpleITK as sitk
-
-    interpolator = sitk.sitkNearestNeighbor if nearest else sitk.sitkLinear
-    pixel = image.GetPixelID() if nearest else sitk.sitkFloat32
-    resampled = sitk.Resample(image, reference, sitk.Transform(), interpolator, default, pixel)
-    return sitk.GetArrayFromImage(resampled).transpose(2, 1, 0)
-
-
-def load_case(pet: Path, ct: Path | None = None, label: Path | None = None, pred: Path | None = None) -> dict:
-    """Read a case for pictures: PET reoriented to LPS, the others resampled onto that grid.
-
-    Returns:
-        ``{"pet", "ct", "label", "pred"}`` as (X, Y, Z) arrays (``None`` when not given) and ``"spacing"``.
-    """
-    import SimpleITK as sitk
-
-    pet_image = sitk.DICOMOrient(sitk.Cast(_read(pet, "PET"), sitk.sitkFloat32), "LPS")
-    out: dict = {
-        "pet": sitk.GetArrayFromImage(pet_image).transpose(2, 1, 0),
-        "spacing": tuple(float(s) for s in pet_image.GetSpacing()),
-    }
-    for key, path, what, nearest, default in (
-        ("ct", ct, "CT", False, -1024.0),
-        ("label", label, "label", True, 0.0),
-        ("pred", pred, "prediction", True, 0.0),
-    ):
-        if path is None:
-            out[key] = None
-            continue
-        image = _read(path, what)
-        out[key] = _on_pet_grid(image, pet_image, nearest, default)
-        if nearest and not out[key].any() and sitk.GetArrayViewFromImage(image).any():
-            raise DataError(
-                f"{what} {path} has foreground but none of it lies inside the PET {pet}; "
-                "check that both files belong to the same case (origin and direction)"
-            )
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``viz``: write the requested pictures and print their paths."""
     if args.pet is None and args.log is None:
@@ -114,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         from h2aseg.viz.mip import mip_overlay
         from h2aseg.viz.slices import fusion_slices
 
-        case = args.case or _stem(args.pred or args.label or args.pet)
+        case = args.case or case_name(args.pred or args.label or args.pet)
         data = load_case(args.pet, args.ct, args.label, args.pred)
         written.append(
             mip_overlay(

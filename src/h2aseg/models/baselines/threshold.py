@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from h2aseg.constants import MM3_PER_ML
+
 _STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
 
 
@@ -88,7 +90,7 @@ def suv_max_fraction(
     if min_volume_ml > 0:
         if spacing is None or len(spacing) != 3:
             raise ValueError("min_volume_ml needs spacing, the voxel size (mm) along (X, Y, Z)")
-        voxel_ml = float(np.prod(spacing)) / 1000.0
+        voxel_ml = float(np.prod(spacing)) / MM3_PER_ML
         small = np.bincount(labels.ravel(), minlength=count + 1)[1:] * voxel_ml < min_volume_ml
         cut[small] = np.inf
     per_voxel_cut = np.concatenate([[np.inf], cut])[labels]
