@@ -198,6 +198,12 @@ def window_counts(pet: np.ndarray, patch, suv_scale: float) -> dict:
     return counts
 
 
+def _one_call(model, window: torch.Tensor) -> float:
+    clock = time.perf_counter()
+    model(window[:, :1], window[:, 1:])
+    return time.perf_counter() - clock
+
+
 def windows(args) -> None:
     """Per-window network seconds of each path, measured round-robin (same load for all), and window counts."""
     from h2aseg.data.layouts import discover_cases
@@ -205,32 +211,38 @@ def windows(args) -> None:
     from h2aseg.inference.predictor import load_trained_model
 
     work = Path(args.work)
-    study, checkpoint = make_study(work), make_checkpoint(work)
-    results = {"machine_before": machine(), "threads": torch.get_num_threads()}
+    study = make_study(work)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else make_checkpoint(work)
+    results = {"machine_before": machine(), "threads": torch.get_num_threads(), "checkpoint": str(checkpoint)}
     loaded = load_trained_model(checkpoint)
+    patch = loaded.patch_size
+    results["network"] = f"{loaded.config.model.name} {loaded.config.model.options}, windows {patch}"
     clock = time.perf_counter()
     data = preprocess_case(discover_cases(study, "autopet", require_labels=False).cases[0], loaded.preprocess)
     results["read+preprocess_s"] = round(time.perf_counter() - clock, 1)
     ct, pet = data["ct"][0], data["pet"][0]
     results["grid_after_crop"] = list(pet.shape)
-    results["counts"] = window_counts(pet, PATCH, loaded.preprocess.suv_scale)
+    results["counts"] = window_counts(pet, patch, loaded.preprocess.suv_scale)
     # a body window in the middle of the study (what the network sees most)
-    x, y, z = ((n - p) // 2 for n, p in zip(pet.shape, PATCH))
-    window = torch.stack([torch.from_numpy(a[x : x + PATCH[0], y : y + PATCH[1], z : z + PATCH[2]].copy())
+    x, y, z = ((n - p) // 2 for n, p in zip(pet.shape, patch))
+    window = torch.stack([torch.from_numpy(a[x : x + patch[0], y : y + patch[1], z : z + patch[2]].copy())
                           for a in (ct, pet)])[None]
     model = loaded.model
     seconds = {name: [] for name in PATH_NETWORKS}
     with torch.inference_mode():
-        for round_ in range(args.rounds + 1):
+        repeat = max(1, int(args.min_seconds / max(_one_call(model, window), 1e-3)))
+    results["calls_per_measurement"] = repeat
+    for round_ in range(args.rounds + 1):
             for name, (dtype, batch, channels_last) in PATH_NETWORKS.items():
                 layout = torch.channels_last_3d if channels_last else torch.contiguous_format
                 model = model.to(memory_format=layout)
                 inputs = window.expand(batch, -1, -1, -1, -1).contiguous(memory_format=layout)
                 clock = time.perf_counter()
                 with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-                    model(inputs[:, :1], inputs[:, 1:])
+                    for _ in range(repeat):
+                        model(inputs[:, :1], inputs[:, 1:])
                 if round_:  # round 0 warms every configuration up
-                    seconds[name].append((time.perf_counter() - clock) / batch)
+                    seconds[name].append((time.perf_counter() - clock) / batch / repeat)
     per_window = {name: round(float(np.median(v)), 3) for name, v in seconds.items()}
     results["seconds_per_window_median"] = per_window
     results["seconds_per_window_all"] = {k: [round(t, 2) for t in v] for k, v in seconds.items()}
@@ -318,10 +330,11 @@ def agreement(args) -> None:
                 "fp32": dataclasses.replace(base, precision="fp32"),
                 "exhaustive-fp32": dataclasses.replace(base, precision="fp32", skip_suv=None),
                 "overlap0.5": dataclasses.replace(base, overlap=0.5)}
+    variants = {k: v for k, v in variants.items() if k == "new" or k in args.variants}
     splits_file = Path(args.run) / "splits.json"
     cases = {c.case_id: c for c in discover_cases(Path(args.data), "auto", require_labels=True).cases}
     ids = json.loads(splits_file.read_text())["test"] if splits_file.exists() else sorted(cases)
-    ids = [i for i in ids if i in cases][: args.cases]
+    ids = ([i for i in ids if i in cases] or sorted(cases))[: args.cases]  # another cohort: all its cases
     rows, seconds = [], {name: 0.0 for name in [*variants, "old"]}
     for case_id in ids:
         data = preprocess_case(cases[case_id], loaded.preprocess)
@@ -332,12 +345,14 @@ def agreement(args) -> None:
                                                                         settings, stats)).numpy() > 0
             seconds[name] += time.perf_counter() - clock
             windows[name] = f"{stats.windows_run}/{stats.windows}"
-        clock = time.perf_counter()
-        labels["old"] = probabilities_to_label(reference_probabilities(plain.model, data["ct"], data["pet"],
-                                                                       loaded.patch_size, "old")).numpy() > 0
-        seconds["old"] += time.perf_counter() - clock
+        if "old" in args.variants:
+            clock = time.perf_counter()
+            labels["old"] = probabilities_to_label(reference_probabilities(plain.model, data["ct"], data["pet"],
+                                                                           loaded.patch_size, "old")).numpy() > 0
+            seconds["old"] += time.perf_counter() - clock
         truth = data["label"][0] > 0
-        row = {"case": case_id, "truth_voxels": int(truth.sum()), "windows_run": windows["new"]}
+        row = {"case": case_id, "truth_voxels": int(truth.sum()), "windows_run": windows["new"],
+               "windows_run_all": dict(windows)}
         for name in labels:
             if name != "new":
                 row[f"dice_new_vs_{name}"] = round(dice(labels["new"], labels[name]), 4)
@@ -347,8 +362,12 @@ def agreement(args) -> None:
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
     summary = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0] if k.startswith("dice")}
+    positive = [r for r in rows if r["truth_voxels"] > 0]
+    summary_positive = {k: round(float(np.mean([r[k] for r in positive])), 4) for k in rows[0]
+                        if k.startswith("dice_truth")} if positive else {}
     print(json.dumps({"machine": machine(), "run": args.run, "data": args.data, "cases": len(rows),
                       "settings": dataclasses.asdict(base), "mean": summary,
+                      "mean_lesion_positive": summary_positive, "lesion_positive_cases": len(positive),
                       "seconds": {k: round(v, 1) for k, v in seconds.items()}, "per_case": rows}, indent=1))
 
 
@@ -364,6 +383,8 @@ def main() -> None:
     p = sub.add_parser("windows")
     p.add_argument("--work", default="/tmp/h2aseg_inference_bench")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--checkpoint", help="a trained run or checkpoint (default: paper-width H2ASeg, random weights)")
+    p.add_argument("--min-seconds", type=float, default=2.0, help="repeat small networks' calls to about this long")
     p.set_defaults(func=windows)
     p = sub.add_parser("train-step")
     p.add_argument("--patch", type=int, nargs=3, default=[32, 32, 32])
@@ -375,6 +396,8 @@ def main() -> None:
     p.add_argument("--run", required=True, help="trained run folder (best.pt or last.pt)")
     p.add_argument("--data", required=True, help="its cohort; the run's test split is used when it has one")
     p.add_argument("--cases", type=int, default=8)
+    p.add_argument("--variants", nargs="+", default=["no-skip", "fp32", "exhaustive-fp32", "overlap0.5", "old"],
+                   help="compared with the new default")
     p.set_defaults(func=agreement)
     p = sub.add_parser("child")
     for name in ("--how", "--checkpoint", "--study", "--out"):

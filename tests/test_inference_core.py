@@ -103,7 +103,9 @@ def test_skipping_changes_no_label_where_windows_overlap():
                                                                            skip_suv=None))
     assert 0 < stats.windows_run < stats.windows
     hot = slice(48, 96)  # every window covering x >= 48 reaches the SUV-1.5 half and runs in both
-    assert torch.equal(skipped[:, hot], full[:, hot])
+    # (equal up to rounding: windows are batched differently when some are skipped)
+    assert (skipped[:, hot].float() - full[:, hot].float()).abs().max() < 2e-3
+    assert not torch.allclose(skipped[:, :16].float(), full[:, :16].float(), atol=0.05)  # there, skipping did act
 
 
 @pytest.mark.parametrize("precision, accumulate", [("bf16", "float16"), ("fp32", "float16"), ("bf16", "float32")])
