@@ -82,7 +82,7 @@ def test_tiny_benchmark_writes_three_tables_and_a_rerun_does_not_retrain(tmp_pat
     (out / "runs" / "h2aseg" / "seed0" / "benchmark.json").unlink()
     capsys.readouterr()
     assert cli_main(["benchmark", "--config", str(config), "--out", str(out), "--only", "unet3d", "h2aseg"]) == 0
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr().err  # progress lines go through logging (standard error)
     assert "unet3d seed 0: cached" in printed and "h2aseg seed 0: done" in printed
     assert last.stat().st_mtime_ns == before
     assert (out / "runs" / "h2aseg" / "seed0" / "benchmark.json").exists()

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from h2aseg import __version__
 from h2aseg.errors import H2ASegError
+from h2aseg.log import configure_logging
 from h2aseg.runtime import keep_freed_memory
 
 #: Modules that register sub-commands, in the order they appear in ``h2aseg --help``.
@@ -38,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"h2aseg {__version__}")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", dest="log_level", action="store_const", const=logging.DEBUG,
+                          default=logging.INFO, help="also print debug messages (give before the verb)")
+    loudness.add_argument("-q", "--quiet", dest="log_level", action="store_const", const=logging.WARNING,
+                          help="print only warnings and errors (give before the verb)")
     subparsers = parser.add_subparsers(dest="verb", metavar="<verb>")
     for module_name in VERB_MODULES:
         try:
@@ -56,14 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    logger = configure_logging(args.log_level)
     keep_freed_memory()  # tensor memory is reused instead of faulted in again every step (h2aseg.runtime)
     try:
         return int(args.func(args) or 0)
     except H2ASegError as err:
-        print(f"h2aseg {args.verb}: error: {err}", file=sys.stderr)
+        logger.error("h2aseg %s: %s", args.verb, err)
         return 2
     except KeyboardInterrupt:
-        print(f"h2aseg {args.verb}: interrupted", file=sys.stderr)
+        logger.error("h2aseg %s: interrupted", args.verb)
         return 130
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def add_parser(subparsers) -> None:
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_benchmark_config(args.config)
     out = args.out if args.out is not None else Path("runs") / "benchmarks" / Path(args.config).stem
-    runner = BenchmarkRunner(config, out, only=args.only, progress=args.progress, echo=lambda line: print(line, flush=True))
+    runner = BenchmarkRunner(config, out, only=args.only, progress=args.progress, echo=logger.info)
     failed = 0
     if not args.tables_only:
         records = runner.run()

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from h2aseg.benchmarking.config import BenchmarkConfig
-from h2aseg.benchmarking.runner import DONE_FILE
+from h2aseg.benchmarking.files import DONE_FILE, ERROR_FILE, EVAL_SUMMARY, TABLES_DIR, TAMW_PER_CASE, run_dir
 from h2aseg.benchmarking.tamw_analysis import TAMW_COLUMNS
 from h2aseg.evaluation.report import METRICS, format_mean_std, markdown_table, write_csv, write_text
 
@@ -68,9 +68,9 @@ ABLATION_ROWS: tuple[tuple[str, bool, bool], ...] = (
 )
 
 
-def _finished(run_dir: Path) -> dict | None:
-    path = run_dir / "eval" / "summary.json"
-    if not (run_dir / DONE_FILE).exists() or not path.exists():
+def _finished(folder: Path) -> dict | None:
+    path = folder / EVAL_SUMMARY
+    if not (folder / DONE_FILE).exists() or not path.exists():
         return None
     return json.loads(path.read_text())
 
@@ -118,13 +118,13 @@ class _Rows:
     def model(self, run_id: str) -> tuple[dict | None, int]:
         summaries = []
         for seed in self.config.seeds:
-            summary = _finished(self.out_dir / "runs" / run_id / f"seed{seed}")
+            summary = _finished(run_dir(self.out_dir, run_id, seed))
             if summary is not None:
                 summaries.append(summary)
         return (aggregate_runs(summaries) if summaries else None), len(summaries)
 
     def threshold(self, method: str) -> dict | None:
-        summary = _finished(self.out_dir / "runs" / method)
+        summary = _finished(run_dir(self.out_dir, method))
         return aggregate_runs([summary]) if summary else None
 
 
@@ -246,9 +246,9 @@ def table3(config: BenchmarkConfig, out_dir: Path) -> tuple[str, list[dict]]:
         per_seed: list[dict[int, dict[str, tuple[float, float]]]] = []
         n_cases = 0
         for seed in config.seeds:
-            run_dir = out_dir / "runs" / spec.id / f"seed{seed}"
-            path = run_dir / "tamw" / "per_case.csv"
-            if not (run_dir / DONE_FILE).exists() or not path.exists():
+            folder = run_dir(out_dir, spec.id, seed)
+            path = folder / TAMW_PER_CASE
+            if not (folder / DONE_FILE).exists() or not path.exists():
                 continue
             rows = _tamw_rows(path)
             depths: dict[int, dict[str, tuple[float, float]]] = {}
@@ -293,10 +293,10 @@ def runs_overview(config: BenchmarkConfig, out_dir: Path) -> list[dict]:
     jobs = [(m.id, m.name, s) for m in config.models for s in config.seeds]
     jobs += [(t, "threshold", None) for t in config.threshold_methods]
     for run_id, name, seed in jobs:
-        run_dir = out_dir / "runs" / run_id / (f"seed{seed}" if seed is not None else "")
-        info = json.loads((run_dir / DONE_FILE).read_text()) if (run_dir / DONE_FILE).exists() else {}
-        summary = _finished(run_dir)
-        status = "done" if summary else ("failed" if (run_dir / "error.log").exists() else "missing")
+        folder = run_dir(out_dir, run_id, seed)
+        info = json.loads((folder / DONE_FILE).read_text()) if (folder / DONE_FILE).exists() else {}
+        summary = _finished(folder)
+        status = "done" if summary else ("failed" if (folder / ERROR_FILE).exists() else "missing")
         dice = _nan(summary["metrics"]["dice"]["mean"]) if summary else math.nan
         rows.append({"run_id": run_id, "model": name, "seed": "" if seed is None else seed, "status": status,
                      "train_minutes": round(float(info["seconds"]) / 60, 2) if info.get("seconds") else "",
@@ -309,7 +309,7 @@ def runs_overview(config: BenchmarkConfig, out_dir: Path) -> list[dict]:
 def write_tables(config: BenchmarkConfig, out_dir: Path) -> list[Path]:
     """Write ``OUT/tables/table{1,2,3}.{md,csv}``, ``runs.csv`` and ``tables.md`` (all three); returns the paths."""
     out_dir = Path(out_dir)
-    target = out_dir / "tables"
+    target = out_dir / TABLES_DIR
     rows = _Rows(config, out_dir)
     written = []
     texts = []
