@@ -367,9 +367,10 @@ class H2ASegRelease(nn.Module):
         self, ct: torch.Tensor, pet: torch.Tensor, deep_supervision: bool | None = None
     ) -> torch.Tensor | list[torch.Tensor]:
         """ct, pet: (B, in_channels, H, W, D) -> P^1, or [P^1..P^5] at (H, W, D) (see the class docstring)."""
-        if ct.shape != pet.shape:
-            raise ValueError(f"CT {tuple(ct.shape)} and PET {tuple(pet.shape)} must have one shape")
-        check_release_patch(ct.shape[2:], self.window_size)
+        if not torch.jit.is_tracing():  # traced (ONNX/TorchScript export), shapes are fixed by the example input
+            if ct.shape != pet.shape:
+                raise ValueError(f"CT {tuple(ct.shape)} and PET {tuple(pet.shape)} must have one shape")
+            check_release_patch(ct.shape[2:], self.window_size)
         outputs = self.decode_levels(self.encode(ct, pet))
         if not (deep_supervision if deep_supervision is not None else self.training):
             return outputs[0]
