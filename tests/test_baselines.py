@@ -50,13 +50,7 @@ NEEDS_EINOPS = {"unetr"}  # MONAI's ViT blocks import einops
 REGISTERED = list_models()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny convolutions gain nothing from threads; on a shared 2-core machine they lose to spin-waiting.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _inputs(size, seed=0):

@@ -20,23 +20,20 @@ from h2aseg.data.layouts import (
     make_splits,
     save_splits,
 )
-from h2aseg.data.synthetic import generate_cohort
 from h2aseg.errors import DataError
 
 TINY_AUTOPET = {"pet_shape": (16, 16, 24), "multi_study_fraction": 0.5}
 TINY_HECKTOR = {"pet_shape": (14, 14, 13), "ct_shape": (24, 24, 18)}
 
 
-@pytest.fixture(scope="module")
-def autopet(tmp_path_factory):
-    root = tmp_path_factory.mktemp("autopet")
-    return root, generate_cohort("autopet", root, 5, seed=3, **TINY_AUTOPET)
+@pytest.fixture()
+def autopet(make_cohort):
+    return make_cohort("autopet", 5, seed=3, **TINY_AUTOPET)
 
 
-@pytest.fixture(scope="module")
-def hecktor(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hecktor")
-    return root, generate_cohort("hecktor", root, 3, seed=3, **TINY_HECKTOR)
+@pytest.fixture()
+def hecktor(make_cohort):
+    return make_cohort("hecktor", 3, seed=3, **TINY_HECKTOR)
 
 
 def test_autopet_tree_is_found_with_patients_and_studies(autopet):

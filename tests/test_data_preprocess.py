@@ -19,22 +19,19 @@ from h2aseg.data.preprocess import (
     preprocess_case,
     restore_to_original,
 )
-from h2aseg.data.synthetic import generate_cohort
 from h2aseg.errors import DataError
 
 
-@pytest.fixture(scope="module")
-def autopet(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ap")
-    generate_cohort("autopet", root, 3, seed=5, pet_shape=(16, 16, 24), lesion_free_fraction=0.0)
+@pytest.fixture()
+def autopet(make_cohort):
+    root, _ = make_cohort("autopet", 3, seed=5, pet_shape=(16, 16, 24), lesion_free_fraction=0.0)
     return discover_cases(root).cases
 
 
-@pytest.fixture(scope="module")
-def hecktor(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hk")
-    generate_cohort("hecktor", root, 2, seed=5, pet_shape=(20, 20, 18), pet_spacing=(8.0, 8.0, 8.0),
-                    ct_shape=(32, 32, 24), ct_spacing=(4.0, 4.0, 5.0))
+@pytest.fixture()
+def hecktor(make_cohort):
+    root, _ = make_cohort("hecktor", 2, seed=5, pet_shape=(20, 20, 18), pet_spacing=(8.0, 8.0, 8.0),
+                          ct_shape=(32, 32, 24), ct_spacing=(4.0, 4.0, 5.0))
     return discover_cases(root).cases
 
 

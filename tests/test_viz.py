@@ -10,7 +10,6 @@ import SimpleITK as sitk
 from matplotlib.image import imread
 from scipy import ndimage
 
-from h2aseg.data.io import from_array, write_image
 from h2aseg.errors import DataError
 from h2aseg.viz import cli as viz_cli
 from h2aseg.viz.case import case_name, load_case
@@ -125,16 +124,6 @@ def test_training_curves_refuse_an_empty_log(tmp_path):
         training_curves(tmp_path / "missing.csv", tmp_path / "c.png")
 
 
-def _write(array, path, spacing=(4.0, 4.0, 5.0), direction=None, origin=(0.0, 0.0, 0.0)):
-    reference = sitk.Image([int(n) for n in array.shape], sitk.sitkUInt8)
-    reference.SetSpacing(spacing)
-    reference.SetOrigin(origin)
-    if direction:
-        reference.SetDirection(direction)
-    write_image(from_array(array, reference), path)
-    return path
-
-
 def _run(argv):
     parser = argparse.ArgumentParser(prog="h2aseg")
     viz_cli.add_parser(parser.add_subparsers(dest="verb"))
@@ -142,30 +131,30 @@ def _run(argv):
     return args.func(args)
 
 
-def test_load_case_reorients_pet_to_lps_and_resamples_masks_onto_it(tmp_path):
+def test_load_case_reorients_pet_to_lps_and_resamples_masks_onto_it(tmp_path, write_volume):
     shape = (8, 6, 5)
     pet = np.zeros(shape, np.float32)
     pet[1, 2, 3] = 7.0
     # Stored with x and y flipped (RAS-like direction); the origin keeps the same physical box.
     flipped = (-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0)
     origin = ((shape[0] - 1) * 4.0, (shape[1] - 1) * 4.0, 0.0)
-    _write(pet[::-1, ::-1], tmp_path / "pet.nii.gz", direction=flipped, origin=origin)
+    write_volume(pet[::-1, ::-1], tmp_path / "pet.nii.gz", direction=flipped, origin=origin)
     label = (pet > 0).astype(np.uint8)
-    _write(label, tmp_path / "label.nii.gz")  # same physical place, identity direction
+    write_volume(label, tmp_path / "label.nii.gz")  # same physical place, identity direction
     data = load_case(tmp_path / "pet.nii.gz", label=tmp_path / "label.nii.gz")
     assert data["spacing"] == (4.0, 4.0, 5.0)
     assert np.argwhere(data["pet"] == 7.0).tolist() == [[1, 2, 3]]
     assert np.argwhere(data["label"]).tolist() == [[1, 2, 3]]
 
 
-def test_viz_verb_writes_all_pictures_and_names_bad_inputs(tmp_path, capsys):
+def test_viz_verb_writes_all_pictures_and_names_bad_inputs(tmp_path, capsys, write_volume):
     pet = np.ones((12, 10, 8), np.float32)
     pet[4:7, 4:7, 3:5] = 6.0
     label = (pet > 2).astype(np.uint8)
-    _write(pet, tmp_path / "pet.nii.gz")
-    _write(label, tmp_path / "case1.nii.gz")
-    _write(np.roll(label, 1, axis=2), tmp_path / "pred.nii.gz")
-    _write(np.full(pet.shape, 30.0, np.float32), tmp_path / "ct.nii.gz", spacing=(8.0, 8.0, 10.0))
+    write_volume(pet, tmp_path / "pet.nii.gz")
+    write_volume(label, tmp_path / "case1.nii.gz")
+    write_volume(np.roll(label, 1, axis=2), tmp_path / "pred.nii.gz")
+    write_volume(np.full(pet.shape, 30.0, np.float32), tmp_path / "ct.nii.gz", spacing=(8.0, 8.0, 10.0))
     log = _log(tmp_path / "log.csv", "epoch,train_loss\n0,1.0\n1,0.5\n")
     argv = ["--pet", str(tmp_path / "pet.nii.gz"), "--ct", str(tmp_path / "ct.nii.gz")]
     argv += ["--label", str(tmp_path / "case1.nii.gz"), "--pred", str(tmp_path / "pred.nii.gz")]
@@ -174,7 +163,7 @@ def test_viz_verb_writes_all_pictures_and_names_bad_inputs(tmp_path, capsys):
     assert written == ["pred_fusion.png", "pred_mip.png", "training_curves.png"]
     assert "pred_mip.png" in capsys.readouterr().out
 
-    _write(label, tmp_path / "elsewhere.nii.gz", origin=(1000.0, 0.0, 0.0))
+    write_volume(label, tmp_path / "elsewhere.nii.gz", origin=(1000.0, 0.0, 0.0))
     with pytest.raises(DataError, match="none of it lies inside the PET"):
         _run(
             [
