@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from h2aseg.cli import main as h2aseg_main
-from h2aseg.data.io import read_image, read_pet, to_array, write_image
+from h2aseg.data.io import from_array, read_image, read_pet, to_array, write_image
 from h2aseg.data.layouts import Case, discover_cases
 from h2aseg.data.preprocess import (
     PreprocessConfig,
@@ -123,9 +123,7 @@ def _bad_cases(case: Case, tmp_path) -> dict[str, Case]:
 
     nan = arr.copy()
     nan[3, 3, 3] = np.nan
-    nan_img = sitk.GetImageFromArray(np.ascontiguousarray(nan.transpose(2, 1, 0)))
-    nan_img.CopyInformation(pet)
-    write_image(nan_img, tmp_path / "nan.nii.gz")
+    write_image(from_array(nan, pet), tmp_path / "nan.nii.gz")
     variant("nan", pet_path=tmp_path / "nan.nii.gz")
     far = sitk.Image(ct)
     far.SetOrigin([o + 5000.0 for o in ct.GetOrigin()])
@@ -136,9 +134,7 @@ def _bad_cases(case: Case, tmp_path) -> dict[str, Case]:
     variant("fourd", pet_path=tmp_path / "pet4d.nii.gz")
     label = to_array(read_image(case.label)).astype(np.uint8)
     label[0, 0, 0] = 7
-    bad_label = sitk.GetImageFromArray(label.transpose(2, 1, 0))
-    bad_label.CopyInformation(pet)
-    write_image(bad_label, tmp_path / "label7.nii.gz")
+    write_image(from_array(label, pet), tmp_path / "label7.nii.gz")
     variant("labelvalues", label=tmp_path / "label7.nii.gz")
     (tmp_path / "junk.nii.gz").write_bytes(b"\x1f\x8b garbage")
     variant("unreadable", ct_path=tmp_path / "junk.nii.gz")
