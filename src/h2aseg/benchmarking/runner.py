@@ -41,6 +41,7 @@ import yaml
 
 from h2aseg.atomic import atomic_write_text
 from h2aseg.benchmarking.config import BenchmarkConfig, ModelSpec
+from h2aseg.benchmarking.files import DONE_FILE  # written last into a run folder: the run is finished
 from h2aseg.benchmarking.tamw_analysis import TAMWRecorder, has_tamw
 from h2aseg.config import RunConfig
 from h2aseg.data.io import write_image
@@ -55,8 +56,6 @@ from h2aseg.models.registry import preprocess_config_for
 
 __all__ = ["BenchmarkRunner", "RunRecord", "DONE_FILE"]
 
-#: Written last into a run folder; its presence marks the run as finished (trained, predicted, evaluated).
-DONE_FILE = "benchmark.json"
 SYNTHETIC_MARKER = ".h2aseg_synthetic.json"
 
 
