@@ -214,7 +214,8 @@ def test_suv_max_fraction_contours_each_region_at_41_percent_of_its_own_max():
 
 def test_suv_max_fraction_drops_small_regions_by_volume():
     suv = _two_lesions()
-    # 2 mm voxels hold 8 µl: the faint lesion (2 voxels, 16 µl) is below 50 µl, the bright one (216 µl) is not.
+    # 2 mm voxels hold 8 µl: the faint lesion (2 voxels, 16 µl) is below 50 µl, the bright one
+    # (216 µl) is not.
     mask = suv_max_fraction(suv, spacing=(2.0, 2.0, 2.0), min_volume_ml=0.05)
     assert mask[6, 6].sum() == 0 and mask[2, 2, 2] == 1
     with pytest.raises(ValueError, match="spacing"):

@@ -51,7 +51,7 @@ class _CurrentStderr(logging.StreamHandler):
 
 
 def configure_logging(level: int = logging.INFO) -> logging.Logger:
-    """Send ``h2aseg`` messages at ``level`` and above to standard error; calling again only changes the level.
+    """Send ``h2aseg`` messages at ``level`` and above to standard error (a second call changes the level).
 
     Returns:
         The package logger.

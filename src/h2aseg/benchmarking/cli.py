@@ -1,4 +1,4 @@
-"""``h2aseg benchmark``: train, predict and evaluate every model × seed of a benchmark file; write Tables 1–3."""
+"""``h2aseg benchmark``: train, predict and evaluate each model × seed of a benchmark file; Tables 1-3."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ def add_parser(subparsers) -> None:
         help="Train/predict/evaluate models × seeds from a benchmark file and write the paper's Tables 1-3.",
         description=(
             "Runs every model of --config with every seed on the file's dataset and split: trains into "
-            "OUT/runs/<model>/seed<k>/, predicts the test split, evaluates it, and writes Table 1 (Dice, HD95, "
-            "Precision, Recall), Table 2 (MCSA/TAMW ablation) and Table 3 (TAMW emphasis of PET/CT channels) "
-            "as Markdown and CSV into OUT/tables/. Resumable: finished runs are kept, trained runs are not "
-            "retrained, interrupted runs continue from last.pt. A failing run is logged and the rest go on. "
-            "Shipped files: benchmarks/cpu.yaml (2-core CPU, synthetic cohort), benchmarks/paper.yaml (GPU, "
-            "AutoPET-II)."
+            "OUT/runs/<model>/seed<k>/, predicts the test split, evaluates it, and writes Table 1 (Dice, "
+            "HD95, Precision, Recall), Table 2 (MCSA/TAMW ablation) and Table 3 (TAMW emphasis of PET/CT "
+            "channels) as Markdown and CSV into OUT/tables/. Resumable: finished runs are kept, trained "
+            "runs are not retrained, interrupted runs continue from last.pt. A failing run is logged and "
+            "the rest go on. Shipped files: benchmarks/cpu.yaml (2-core CPU, synthetic cohort), "
+            "benchmarks/paper.yaml (GPU, AutoPET-II)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -41,7 +41,9 @@ def add_parser(subparsers) -> None:
         help="run only these model ids or threshold methods (tables still include every finished run)",
     )
     parser.add_argument(
-        "--tables-only", action="store_true", help="do not train or predict; rebuild the tables from finished runs"
+        "--tables-only",
+        action="store_true",
+        help="do not train or predict; rebuild the tables from finished runs",
     )
     parser.add_argument("--progress", action="store_true", help="show the trainer's per-epoch progress bars")
     parser.set_defaults(func=run)
@@ -63,5 +65,6 @@ def run(args: argparse.Namespace) -> int:
     paths = write_tables(config, out)
     tables = out / "tables" / "tables.md"
     print(tables.read_text(encoding="utf-8"))
-    print(f"wrote {len(paths)} files to {out / 'tables'}" + (f"; {failed} run(s) failed (see benchmark.log)" if failed else ""))
+    note = f"; {failed} run(s) failed (see benchmark.log)" if failed else ""
+    print(f"wrote {len(paths)} files to {out / 'tables'}{note}")
     return 1 if failed else 0

@@ -14,7 +14,8 @@ from torch import nn
 def norm_act(channels: int, affine: bool = True) -> nn.Sequential:
     """InstanceNorm3d followed by PReLU: the pre-activation of the ResUNet-3D blocks.
 
-    ``affine=False`` (no learned scale and shift) is the authors' release, see :mod:`h2aseg.models.h2aseg_release`.
+    ``affine=False`` (no learned scale and shift) is the authors' release, see
+    :mod:`h2aseg.models.h2aseg_release`.
     """
     return nn.Sequential(nn.InstanceNorm3d(channels, affine=affine), nn.PReLU())
 

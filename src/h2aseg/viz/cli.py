@@ -24,8 +24,12 @@ def add_parser(subparsers) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--pet", type=Path, default=None, help="PET image in SUV (NIfTI/MHA/NRRD file or DICOM series folder)")
-    parser.add_argument("--ct", type=Path, default=None, help="CT image in HU, file or DICOM folder (optional; enables fusion)")
+    parser.add_argument(
+        "--pet", type=Path, default=None, help="PET image in SUV (NIfTI/MHA/NRRD file or DICOM series folder)"
+    )
+    parser.add_argument(
+        "--ct", type=Path, default=None, help="CT image in HU, file or DICOM folder (optional, for fusion)"
+    )
     parser.add_argument("--label", type=Path, default=None, help="ground-truth label map (optional)")
     parser.add_argument("--pred", type=Path, default=None, help="predicted label map (optional)")
     parser.add_argument(
