@@ -150,13 +150,14 @@ def measure(command: list[str], work: Path) -> dict:
 
 def speed(args) -> None:
     work = Path(args.work)
-    study, checkpoint = make_study(work), make_checkpoint(work)
-    results = {"machine_before": machine(), "device": device_name(args.device), "study": str(study), "grid": SHAPE,
-               "spacing": SPACING,
-               "network": "h2aseg 8-128", "patch": PATCH, "runs": {}}
+    study = make_study(work)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else make_checkpoint(work)
+    results = {"machine_before": machine(), "checkpoint": str(checkpoint), "device": device_name(args.device),
+               "study": str(study), "grid": SHAPE, "spacing": SPACING,
+               "network": "h2aseg 8-128, 128x128x64" if not args.checkpoint else "see checkpoint", "runs": {}}
     exe = Path(sys.executable).parent / "h2aseg"
     for mode in args.modes:
-        out = work / "out" / mode
+        out = work / "out" / (mode if not args.checkpoint else f"{mode}-{Path(args.checkpoint).name}")
         if mode in NEW_VARIANTS:
             command = [str(exe), "predict", "--model", str(checkpoint), "--input", str(study), "--layout", "autopet",
                        "--out", str(out), "--timings", "--no-progress", "--device", args.device, *NEW_VARIANTS[mode]]
@@ -175,7 +176,8 @@ def speed(args) -> None:
 
 # ----------------------------------------------------------------------------- per-window costs, interleaved
 #: Network configurations of the paths: (autocast dtype, windows per call, channels-last).
-PATH_NETWORKS = {"new": (torch.bfloat16, 1, False), "new-fp32": (None, 1, False), "new-channels-last": (torch.bfloat16, 1, True),
+#: Windows per call 0: the core's default for the patch.
+PATH_NETWORKS = {"new": (torch.bfloat16, 0, False), "new-fp32": (None, 0, False), "new-channels-last": (torch.bfloat16, 0, True),
                  "old": (None, 2, False), "monai": (None, 1, False)}
 
 
@@ -208,6 +210,7 @@ def windows(args) -> None:
     """Per-window network seconds of each path, measured round-robin (same load for all), and window counts."""
     from h2aseg.data.layouts import discover_cases
     from h2aseg.data.preprocess import preprocess_case
+    from h2aseg.inference.core import InferenceSettings
     from h2aseg.inference.predictor import load_trained_model
 
     work = Path(args.work)
@@ -234,6 +237,7 @@ def windows(args) -> None:
     results["calls_per_measurement"] = repeat
     for round_ in range(args.rounds + 1):
             for name, (dtype, batch, channels_last) in PATH_NETWORKS.items():
+                batch = batch or InferenceSettings(patch).windows_per_call  # the core's default for this patch
                 layout = torch.channels_last_3d if channels_last else torch.contiguous_format
                 model = model.to(memory_format=layout)
                 inputs = window.expand(batch, -1, -1, -1, -1).contiguous(memory_format=layout)
@@ -379,6 +383,7 @@ def main() -> None:
     p.add_argument("--modes", nargs="+", default=["new", "old", "monai"],
                    choices=[*NEW_VARIANTS, "old", "monai"])
     p.add_argument("--device", default="cpu", help="cpu or cuda (every path on it; probabilities gathered on the CPU)")
+    p.add_argument("--checkpoint", help="a trained run or checkpoint (default: paper-width H2ASeg, random weights)")
     p.set_defaults(func=speed)
     p = sub.add_parser("windows")
     p.add_argument("--work", default="/tmp/h2aseg_inference_bench")
