@@ -9,7 +9,7 @@ Each verb is resumable (a finished step is skipped), so the whole study can be d
 
 ``run`` trains with the CPU recipe (``h2aseg train --protocol cpu``, or the options given after ``--``),
 validating every ``--val-steps`` steps, then predicts the test split with ``h2aseg predict`` (the CLI's
-defaults) and scores it with ``h2aseg evaluate``. ``probe`` cuts one patch centred on each test lesion and
+defaults) and scores it with ``h2aseg evaluate``. ``probe`` cuts one patch centred on each held-out lesion and
 one shifted by (10, −10, 8) voxels and reports the Dice of the lesion inside each: a network that learned
 "lesion = patch centre" finds the centred lesion and misses the shifted one.
 """
@@ -86,7 +86,7 @@ def _patch_dice(model, ct, pet, label, start, patch) -> float:
 
 
 def probe(args) -> None:
-    """Dice of each test lesion in a patch centred on it and in one shifted by SHIFT voxels."""
+    """Dice of each held-out (validation and test) lesion in a patch centred on it and in one shifted by SHIFT."""
     from scipy import ndimage
 
     from h2aseg.data.layouts import discover_cases
@@ -99,7 +99,7 @@ def probe(args) -> None:
     splits = json.loads((run_dir / "splits.json").read_text())
     cases = {c.case_id: c for c in discover_cases(args.cohort / "data", "autopet").cases}
     rows = []
-    for case_id in splits["test"]:
+    for case_id in splits["val"] + splits["test"]:  # every held-out lesion: the test split alone holds few
         data = preprocess_case(cases[case_id], loaded.preprocess)
         ct, pet, label = (np.asarray(data[k], np.float32) for k in ("ct", "pet", "label"))
         pad = [(0, 0)] + [(p, p) for p in patch]
