@@ -1,6 +1,6 @@
 """A trained H2ASeg finds a lesion wherever it sits in the patch (issue 10: no "lesion = patch centre" shortcut).
 
-A tiny H2ASeg (MCSA and TAMW on) is trained through the real training crops (lesion anywhere in the patch)
+A tiny H2ASeg (MCSA and TAMW on) is trained through the real training crops (lesion off the patch centre)
 on toy volumes: hot blobs that are lesions where CT is dense and decoys where CT is fat-like. Then each
 test lesion is predicted in a patch centred on it and in patches shifted by ±5 voxels. The benchmark that
 shows the shortcut itself on synthetic PET/CT (centred crops: shifted lesions missed) is

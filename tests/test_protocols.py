@@ -28,6 +28,7 @@ def test_cpu_protocol_sets_the_cpu_recipe_and_options_still_win():
     config = _config("--protocol", "cpu", "--lr", "3e-3")
     assert config.train.protocol == "cpu"
     assert config.train.patch == [32, 32, 32] and config.train.lr_schedule == "poly" and config.train.rotate_prob == 0.0
+    assert config.train.lesion_offset == 0.5
     assert config.train.lr == 3e-3  # the option overrides the preset
     assert config.model.options == {"dropout": 0.0, "channels": [4, 8, 16, 32, 64]}
 

@@ -174,7 +174,7 @@ def write_report(out: Path, args, results: dict, summaries: dict, threshold: dic
         f"(train/val/test). Trained side by side for {args.minutes:g} min each, the CPU cores shared equally: {trained}.",
         "",
         "Settings: `h2aseg train --protocol cpu` (patch 32³, batch 2, Adam lr 1e-3 with the poly schedule, "
-        "gradient-norm cap 12, no rotation, the lesion anywhere in the training patch, dropout 0; the H2ASeg "
+        "gradient-norm cap 12, no rotation, the lesion within ±7 voxels of the patch centre, dropout 0; the H2ASeg "
         f"family at channels {tuple(args.channels)}), not the paper's 200 GPU epochs.",
         "",
         f"**{main} test Dice over lesion-positive studies: {100 * dice['mean']:.1f} ± {100 * dice['std']:.1f} %** "

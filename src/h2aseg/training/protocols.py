@@ -62,9 +62,9 @@ H2ASEG_FAMILY = ("h2aseg", "h2aseg_no_mcsa", "h2aseg_no_tamw", "dual_resunet3d")
 register_protocol(Protocol(
     "cpu",
     "minutes on a CPU (the demo's): patch 32x32x32, batch 2, Adam lr 1e-3 with the poly schedule, gradient cap 12, "
-    "no rotation, lesion anywhere in the patch, channels-last, dropout 0, H2ASeg family at channels 4-64",
+    "no rotation, lesion within +-7 voxels of the patch centre, channels-last, dropout 0, H2ASeg family at channels 4-64",
     train={"patch": [32, 32, 32], "batch": 2, "lr": 1e-3, "lr_schedule": "poly", "grad_clip": 12.0,
-           "rotate_prob": 0.0, "lesion_offset": 1.0, "channels_last": True},
+           "rotate_prob": 0.0, "lesion_offset": 0.5, "channels_last": True},
     model={"*": {"dropout": 0.0}, **{name: {"channels": [4, 8, 16, 32, 64]} for name in H2ASEG_FAMILY}},
 ))
 
