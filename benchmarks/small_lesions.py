@@ -136,9 +136,10 @@ def summarise_run(run_dir: Path) -> dict | None:
         "hits": sum(int(r["hits"]) for r in positive), "lesions": sum(int(r["lesions"]) for r in positive),
         "fd_per_study": float(np.mean([int(r["false_detections"]) for r in rows])),
         "curve": curve,
-        "probe_centred": float(np.median([r["centred"] for r in probe_rows])) if probe_rows else None,
-        "probe_shifted": float(np.median([r["shifted"] for r in probe_rows])) if probe_rows else None,
-        "probe_shifted_zero": sum(r["shifted"] == 0 for r in probe_rows) if probe_rows else None,
+        "probe_centred": float(np.mean([r["centred"] for r in probe_rows])) if probe_rows else None,
+        "probe_shifted": float(np.mean([r["shifted"] for r in probe_rows])) if probe_rows else None,
+        "probe_found_centred": sum(r["centred"] > 0.1 for r in probe_rows),
+        "probe_found_shifted": sum(r["shifted"] > 0.1 for r in probe_rows),
         "probe_n": len(probe_rows),
     }
 
@@ -167,7 +168,7 @@ def plot_curves(results: dict, path: Path, title: str) -> None:
 
 def table(args) -> None:
     lines = ["| run | steps | train min | validation Dice by step | test Dice (positive studies) | lesions found | "
-             "false detections / study | probe: centred / shifted median Dice (shifted = 0) |",
+             "false detections / study | probe: mean Dice centred / shifted (lesions with Dice > 0.1) |",
              "|---|---|---|---|---|---|---|---|"]
     results = {}
     for run_dir in sorted((args.cohort / "runs").iterdir()):
@@ -175,8 +176,8 @@ def table(args) -> None:
             continue
         results[run_dir.name] = s
         curve = ", ".join(f"{v:.2f}@{k}" for k, v in s["curve"])
-        probe_text = (f"{s['probe_centred']:.2f} / {s['probe_shifted']:.2f} ({s['probe_shifted_zero']} of {s['probe_n']})"
-                      if s["probe_n"] else "–")
+        probe_text = (f"{s['probe_centred']:.2f} / {s['probe_shifted']:.2f} ({s['probe_found_centred']} / "
+                      f"{s['probe_found_shifted']} of {s['probe_n']})" if s["probe_n"] else "–")
         lines.append(f"| {run_dir.name} | {s['steps']} | {s['seconds'] / 60:.1f} | {curve} | "
                      f"{s['dice_mean']:.1f} ± {s['dice_std']:.1f} (n = {s['n_pos']}) | {s['hits']} / {s['lesions']} | "
                      f"{s['fd_per_study']:.1f} | {probe_text} |")
