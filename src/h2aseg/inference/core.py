@@ -34,7 +34,7 @@ import itertools
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -126,7 +126,6 @@ class InferenceStats:
     network_seconds: float = 0.0
     total_seconds: float = 0.0
     precision: str = "fp32"
-    extra: dict = field(default_factory=dict)
 
     @property
     def windows_skipped(self) -> int:
