@@ -123,3 +123,20 @@ def test_tamw_share_counts_channels_with_positive_case_weight_per_modality():
     assert shares == {"fore_pet": 50.0, "fore_ct": 100.0, "back_pet": 50.0, "back_ct": 100.0}
     with pytest.raises(ValueError):
         shares_from_weights(fore[:, :3], back[:, :3], np.array([0.5, 0.0]), channels=2)
+
+
+def test_a_benchmark_row_can_name_a_training_protocol():
+    models = [{"name": "h2aseg_release", "id": "release", "protocol": "release"},
+              {"name": "h2aseg", "protocol": "cpu", "train": {"lr": 3e-3}}, {"name": "unet3d"}]
+    config = parse_benchmark_config({**TINY_BENCHMARK, "models": models}, "x.yaml")
+    root, cache = Path("data"), Path("cache")
+    release = config.run_config(config.model("release"), 0, root, cache)
+    assert release.train.protocol == "release" and release.train.batch == 4 and release.train.samples_per_volume == 2
+    cpu = config.run_config(config.model("h2aseg"), 1, root, cache)
+    # the row's own train beats its protocol, which beats the file's shared train
+    assert cpu.train.lr == 3e-3 and cpu.train.patch == [32, 32, 32] and cpu.train.epochs == 1 and cpu.train.seed == 1
+    assert cpu.model.options["channels"] == [4, 8, 16, 32, 64]
+    plain = config.run_config(config.model("unet3d"), 0, root, cache)
+    assert plain.train.protocol == "paper" and plain.train.patch == [16, 16, 16]
+    with pytest.raises(ConfigError, match=r"models\[0\] \(h2aseg\): unknown protocol 'fast'"):
+        parse_benchmark_config({**TINY_BENCHMARK, "models": [{"name": "h2aseg", "protocol": "fast"}]}, "x.yaml")

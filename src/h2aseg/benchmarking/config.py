@@ -24,11 +24,16 @@ A benchmark file is YAML with these sections (unknown keys are an error)::
         id: unet3d                # run-folder name and --only key (default: name); unique
         label: UNet-3D            # row title (default: the registry name's paper title)
         options: {channels: [8, 16, 32, 64]}
+        protocol: null            # a named training protocol for this row (h2aseg.training.protocols)
         train: {max_minutes: 2.5} # per-model TrainConfig overrides
     threshold_methods: [suv2.5, suv41]
 
 Relative paths (``dataset.root``, ``dataset.cache_dir``) are resolved against the benchmark's output
 folder, so a shipped file works from any working directory; absolute paths are taken as they are.
+
+A row's training settings are, in order of precedence: its own ``train``, its ``protocol``'s settings
+(e.g. ``release`` for ``h2aseg_release`` rows trained as the authors did), the file's shared ``train``;
+the protocol's network keywords go under the row's ``options``.
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ class ModelSpec:
     label: str = ""
     options: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    protocol: str | None = None
 
     def __post_init__(self) -> None:
         self.id = self.id or self.name
@@ -122,7 +128,14 @@ class BenchmarkConfig:
 
     def run_config(self, spec: ModelSpec, seed: int, root: Path, cache_dir: Path) -> RunConfig:
         """The :class:`RunConfig` of one (model, seed) run: shared ``train``, the model's overrides, ``seed``."""
-        train = {**asdict(self.train), **spec.train, "seed": int(seed)}
+        from h2aseg.training.protocols import PROTOCOLS
+
+        protocol = PROTOCOLS[spec.protocol] if spec.protocol else None
+        preset = protocol.train if protocol else {}
+        train = {**asdict(self.train), **preset, **spec.train, "seed": int(seed)}
+        if protocol:
+            train["protocol"] = protocol.name
+        options = {**(protocol.model_options(spec.name) if protocol else {}), **spec.options}
         ds = self.dataset
         return RunConfig(
             data=DataConfig(
@@ -133,7 +146,7 @@ class BenchmarkConfig:
                 label_mode=ds.label_mode,
                 splits_seed=ds.splits_seed,
             ),
-            model=ModelConfig(name=spec.name, options=dict(spec.options)),
+            model=ModelConfig(name=spec.name, options=options),
             train=TrainConfig(**train),
         )
 
@@ -186,6 +199,7 @@ def parse_benchmark_config(raw: Any, source: str = "<benchmark>") -> BenchmarkCo
     from h2aseg.data.synthetic import KINDS
     from h2aseg.models.baselines.threshold import THRESHOLD_METHODS
     from h2aseg.models.registry import get_entry
+    from h2aseg.training.protocols import PROTOCOLS
 
     raw = dict(_mapping(raw, "the file", source))
     allowed = {f.name for f in fields(BenchmarkConfig)} - {"source"}
@@ -219,6 +233,9 @@ def parse_benchmark_config(raw: Any, source: str = "<benchmark>") -> BenchmarkCo
         except ConfigError as err:
             raise ConfigError(f"{source}: models[{i}]: {err}") from None
         _train_config({**spec.train}, f"models[{i}] ({spec.id}).train", source)
+        if spec.protocol is not None and spec.protocol not in PROTOCOLS:
+            raise ConfigError(f"{source}: models[{i}] ({spec.id}): unknown protocol {spec.protocol!r}; "
+                              f"choose one of {', '.join(PROTOCOLS)}")
         models.append(spec)
     methods = list(raw.get("threshold_methods") or [])
     for method in methods:
