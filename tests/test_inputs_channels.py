@@ -12,7 +12,6 @@ import SimpleITK as sitk
 
 from h2aseg.cli import main as cli_main
 from h2aseg.data.layouts import discover_cases
-from h2aseg.data.synthetic import generate_cohort
 from h2aseg.errors import DataError
 
 TINY = {"pet_shape": (16, 16, 24), "pet_spacing": (16.0, 16.0, 16.0), "ct_spacing": (8.0, 8.0, 8.0),
@@ -20,10 +19,8 @@ TINY = {"pet_shape": (16, 16, 24), "pet_spacing": (16.0, 16.0, 16.0), "ct_spacin
 
 
 @pytest.fixture(scope="module")
-def autopet(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("autopet")
-    generate_cohort("autopet", root, 2, seed=5, **TINY)
-    return root
+def autopet(make_cohort) -> Path:
+    return make_cohort("autopet", 2, seed=5, **TINY)[0]  # read only: shared for the session
 
 
 def nnunet_folder(autopet: Path, out: Path, meta: dict, swap: bool = False) -> Path:

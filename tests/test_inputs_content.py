@@ -15,7 +15,6 @@ from test_data_io import pet_header, write_dicom_series
 from h2aseg.cli import main as cli_main
 from h2aseg.data.io import list_dicom_series, read_ct, read_image, read_pet, to_array
 from h2aseg.data.layouts import discover_cases
-from h2aseg.data.synthetic import generate_cohort
 from h2aseg.errors import DataError
 
 TINY = {"pet_shape": (16, 16, 24), "pet_spacing": (16.0, 16.0, 16.0), "ct_spacing": (8.0, 8.0, 8.0),
@@ -23,10 +22,8 @@ TINY = {"pet_shape": (16, 16, 24), "pet_spacing": (16.0, 16.0, 16.0), "ct_spacin
 
 
 @pytest.fixture(scope="module")
-def autopet(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("autopet")
-    generate_cohort("autopet", root, 1, seed=7, **TINY)
-    return root
+def autopet(make_cohort) -> Path:
+    return make_cohort("autopet", 1, seed=7, **TINY)[0]  # read only: shared for the session
 
 
 def manifest(tmp_path: Path, ct: Path, pet: Path, label: Path) -> Path:
