@@ -1,9 +1,15 @@
-import json, time, dataclasses, torch, numpy as np
+import dataclasses
+import json
+import time
 from pathlib import Path
+
+import torch
+
 from h2aseg.data.layouts import discover_cases
 from h2aseg.data.preprocess import preprocess_case
 from h2aseg.inference.core import InferenceStats, predict_probabilities
 from h2aseg.inference.predictor import PredictOptions, inference_settings, load_trained_model
+
 loaded = load_trained_model("/tmp/h13/run_small")
 c = discover_cases(Path("/tmp/h13/bench/study"), "autopet", require_labels=True).cases[0]
 d = preprocess_case(c, loaded.preprocess)
@@ -11,7 +17,8 @@ base = inference_settings(loaded, PredictOptions())
 out = {}
 probs = {}
 for name, s in (("skip", base), ("no-skip", dataclasses.replace(base, skip_suv=None))):
-    st = InferenceStats(); t = time.perf_counter()
+    st = InferenceStats()
+    t = time.perf_counter()
     probs[name] = predict_probabilities(loaded.model, d["ct"], d["pet"], s, st)[0].float()
     out[name] = {"seconds": round(time.perf_counter() - t, 1), "windows_run": st.windows_run, "windows": st.windows}
 diff = (probs["skip"] - probs["no-skip"]).abs()
