@@ -43,3 +43,12 @@ def test_unknown_protocol_is_one_line_config_error():
     with pytest.raises(ConfigError, match="unknown protocol 'fast'"):
         apply_protocol(RunConfig(), "fast")
     assert {"paper", "cpu"} <= set(PROTOCOLS)
+
+
+def test_every_config_field_with_an_option_is_taken_from_the_command_line():
+    config = _config("--patch", "64", "64", "32", "--target-spacing", "2", "2", "3", "--layout", "autopet",
+                     "--lesion-offset", "0.25", "--rotate-degrees", "10", "--max-voxels", "1000000")
+    assert config.train.patch == [64, 64, 32] and config.data.target_spacing == [2.0, 2.0, 3.0]
+    assert config.data.layout == "autopet" and config.data.max_voxels == 1_000_000
+    assert config.train.lesion_offset == 0.25 and config.train.rotate_degrees == 10.0
+    assert _config().train == RunConfig().train  # options not given leave the config alone

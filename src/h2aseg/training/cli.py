@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from h2aseg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
@@ -15,6 +16,19 @@ from h2aseg.training.protocols import PROTOCOLS, apply_protocol, protocol_model_
 from h2aseg.training.schedule import SCHEDULES
 
 
+def _copy_options(args: argparse.Namespace, section, skip: tuple[str, ...] = ()) -> None:
+    """Every config field of ``section`` that has a command-line option given (not None) takes its value.
+
+    The option's ``dest`` is the field name (``--lr-decay`` -> ``lr_decay``), so a new setting needs only its
+    field and its ``add_argument``; list-valued options are stored as lists.
+    """
+    for spec in fields(section):
+        value = getattr(args, spec.name, None)
+        if spec.name in skip or value is None:
+            continue
+        setattr(section, spec.name, list(value) if isinstance(value, tuple) else value)
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The run's config: ``--config`` (YAML) if given, then every option set on the command line."""
     config = RunConfig.load(Path(args.config)) if args.config else RunConfig()
@@ -22,16 +36,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         apply_protocol(config, args.protocol, network_options=False)
     if args.data is not None:
         config.data.root = str(args.data)
-    for name in ("layout", "label_mode"):
-        if getattr(args, name) is not None:
-            setattr(config.data, name, getattr(args, name))
     if args.cache is not None:
         config.data.cache_dir = str(args.cache)
-    if args.target_spacing is not None:
-        config.data.target_spacing = list(args.target_spacing)
-    for name in ("ct_channel", "pet_channel", "max_voxels"):
-        if getattr(args, name, None) is not None:
-            setattr(config.data, name, getattr(args, name))
+    _copy_options(args, config.data, skip=("root", "cache_dir", "skip_content_checks"))
     if getattr(args, "skip_content_checks", None) is not None:
         config.data.skip_content_checks = list(skipped_checks(args))
     if args.model is not None:
@@ -40,15 +47,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         config.model.options["channels"] = list(args.channels)
     if args.model_options is not None:
         config.model.options.update(json.loads(args.model_options))
-    for name in ("epochs", "batch", "seed", "lr", "weight_decay", "lr_decay", "lr_schedule", "steps_per_epoch",
-                 "max_minutes", "samples_per_volume", "num_workers", "amp", "device", "val_every", "sw_overlap",
-                 "grad_clip", "channels_last", "hot_negatives_suv", "compile", "rotate_prob", "rotate_degrees",
-                 "lesion_offset", "loss"):
-        value = getattr(args, name)
-        if value is not None:
-            setattr(config.train, name, value)
-    if args.patch is not None:
-        config.train.patch = list(args.patch)
+    _copy_options(args, config.train, skip=("protocol",))
     if getattr(args, "protocol", None) is not None:  # the chosen network's keywords, under the user's own
         config.model.options = {**protocol_model_options(args.protocol, config.model.name), **config.model.options}
     return config
