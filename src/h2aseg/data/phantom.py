@@ -26,11 +26,10 @@ Whole-body lesion sizes (``LESION_SIZE_PRESETS``; volume = the ellipsoid 4/3·π
 
 - ``realistic`` (the default): volume log-normal, median 2.5 ml, log-sd 1.1, kept in 0.3–150 ml, so
   about 85 % of lesions lie between 0.5 and 10 ml and 10 % above (a tail of bulky ones). Real FDG PET/CT
-  oncology cohorts are dominated by small nodes and metastases of a few ml with a few bulky masses (the
-  autoPET data descriptor, Gatidis et al., Sci Data 2022, shows per-study tumour volumes spanning orders
-  of magnitude; lesion-level analyses of autoPET, e.g. Haque et al., Comput Biol Med 2025, find the
-  missed lesions among the small, low-uptake ones). The median and spread are our choice within that
-  picture, not fitted to a published histogram.
+  oncology cohorts are dominated by small nodes and metastases of a few ml with some bulky masses, and the
+  lesions segmentation networks miss on autoPET are the small, low-uptake ones (lesion-level analyses such
+  as Haque et al., Comput Biol Med 2025, cited in the issue that introduced these presets). The median and
+  spread are our choice within that picture, not fitted to a published histogram.
 - ``small``: harder — median 1.5 ml, log-sd 0.9, kept in 0.3–17 ml, painted SUV peak 4–20 (what the PET
   shows is lower: a 1 ml lesion loses about half its peak to the scanner's blur at 4 mm voxels).
   HECKTOR-like head-and-neck lesions keep their own sizes.
