@@ -30,8 +30,8 @@ Whole-body lesion sizes (``LESION_SIZE_PRESETS``; volume = the ellipsoid 4/3·π
   lesions segmentation networks miss on autoPET are the small, low-uptake ones (lesion-level analyses such
   as Haque et al., Comput Biol Med 2025, cited in the issue that introduced these presets). The median and
   spread are our choice within that picture, not fitted to a published histogram.
-- ``small``: harder — median 1.5 ml, log-sd 0.9, kept in 0.3–17 ml, painted SUV peak 4–20 (what the PET
-  shows is lower: a 1 ml lesion loses about half its peak to the scanner's blur at 4 mm voxels).
+- ``small``: harder — median 1.5 ml, log-sd 0.9, kept in 0.3–17 ml, painted SUV peak 4–20 (the PET shows less
+  after the scanner's blur: on a 60-study cohort at 4 mm, SUVmax median 6.0 against a painted median of 8.9).
   HECKTOR-like head-and-neck lesions keep their own sizes.
 
 ``h2aseg synth --lesion-median-ml/--lesion-max-ml/--lesion-suv`` change one setting of a preset
