@@ -22,6 +22,7 @@ of the CPU cores, for the same wall time, so the report compares them at equal c
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import subprocess
@@ -47,7 +48,7 @@ from h2aseg.inference.predictor import (
     threshold_mask,
 )
 from h2aseg.training.protocols import apply_protocol
-from h2aseg.viz.cli import load_case
+from h2aseg.viz.case import load_case
 from h2aseg.viz.curves import training_curves
 from h2aseg.viz.mip import mip_overlay
 from h2aseg.viz.slices import fusion_slices
@@ -144,8 +145,6 @@ def draw_figures(cases: list[Case], pred_dir: Path, fig_dir: Path, summary_rows:
 
 
 def read_rows(csv_path: Path) -> list[dict]:
-    import csv
-
     with csv_path.open() as handle:
         return [{k: (float(v) if k != "case_id" and v not in ("", None) and _is_number(v) else v)
                  for k, v in row.items()} for row in csv.DictReader(handle)]
@@ -213,8 +212,9 @@ def write_report(out: Path, args, results: dict, summaries: dict, threshold: dic
 
 def _run_summary(run_dir: Path) -> dict:
     summary = json.loads((run_dir / "train_summary.json").read_text())
-    rows = (run_dir / "metrics.csv").read_text().strip().splitlines()
-    summary["steps"] = int(rows[-1].split(",")[1]) if len(rows) > 1 else 0
+    with (run_dir / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    summary["steps"] = int(rows[-1]["step"]) if rows else 0
     return summary
 
 

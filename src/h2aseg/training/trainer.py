@@ -96,11 +96,6 @@ class Trainer:
         train = config.train
         if train.batch < 1 or train.samples_per_volume < 1 or train.epochs < 1:
             raise ConfigError("batch, samples_per_volume and epochs must all be at least 1")
-        if not 0.0 <= train.rotate_prob <= 1.0 or train.rotate_degrees < 0:
-            raise ConfigError(f"rotate_prob must lie in [0, 1] and rotate_degrees be >= 0, got {train.rotate_prob} "
-                              f"and {train.rotate_degrees}")
-        if not 0.0 <= train.lesion_offset <= 1.0:
-            raise ConfigError(f"lesion_offset must lie in [0, 1], got {train.lesion_offset}")
         self.volumes_per_step = max(1, math.ceil(train.batch / train.samples_per_volume))
         # --amp: fp16 + gradient scaling on CUDA; bf16 on CPUs with native bf16 (AVX512-BF16/AMX), for "on"
         self.amp_dtype = training_autocast_dtype(train.amp, self.ctx.device)
