@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 
@@ -171,3 +172,51 @@ def test_check_verb_reports_every_bad_case(autopet, tmp_path, capsys):
     assert h2aseg_main(["preprocess", "--data", str(tmp_path / "manifest.csv"), "--cache", str(tmp_path / "c"),
                         "--quiet"]) == 1
     assert len(list((tmp_path / "c").glob("*.npz"))) == len(autopet)
+
+
+def test_images_on_the_pet_grid_are_cropped_not_resampled_with_the_same_result(autopet, monkeypatch):
+    """CT and label on the PET grid take the crop path (issue 13); it must give what resampling gives."""
+    from h2aseg.data import preprocess
+
+    calls = []
+    real_resample = preprocess._resample
+    monkeypatch.setattr(preprocess, "_resample", lambda *a: calls.append(1) or real_resample(*a))
+    case = max(autopet, key=lambda c: to_array(read_image(c.label)).sum())
+    fast = preprocess_case(case, PreprocessConfig())
+    assert calls == []  # the synthetic AutoPET CT lies on the PET grid
+    monkeypatch.setattr(preprocess, "_same_grid", lambda *a, **k: False)
+    slow = preprocess_case(case, PreprocessConfig())
+    assert calls  # now resampled
+    assert fast["meta"]["grid"] == slow["meta"]["grid"]
+    np.testing.assert_allclose(fast["ct"], slow["ct"], atol=1e-5)
+    np.testing.assert_allclose(fast["pet"], slow["pet"], atol=1e-5)
+    np.testing.assert_array_equal(fast["label"], slow["label"])
+    assert fast["label"].sum() > 0
+
+
+def test_body_box_matches_the_box_of_every_body_voxel():
+    from h2aseg.data.preprocess import _body_box
+
+    rng = np.random.default_rng(0)
+    ct = np.full((30, 20, 25), -1000.0, np.float32)
+    ct[rng.integers(3, 27, 40), rng.integers(2, 18, 40), rng.integers(5, 20, 40)] = 40.0
+    voxels = np.argwhere(ct > -500)
+    expected = [[max(int(a) - 2, 0), min(int(b) + 3, s)] for a, b, s in zip(voxels.min(0), voxels.max(0), ct.shape)]
+    assert _body_box(ct, -500.0, 2) == expected
+    assert _body_box(np.full((4, 5, 6), -1000.0), -500.0, 2) == [[0, 4], [0, 5], [0, 6]]
+
+
+def test_nifti_check_streams_and_finds_nan_or_truncation_past_the_first_chunk(tmp_path, write_volume):
+    from h2aseg.data.io import _check_nifti_complete
+
+    volume = np.zeros((16, 16, 16), np.float32)
+    good = write_volume(volume, tmp_path / "good.nii.gz")
+    _check_nifti_complete(good, True, chunk_bytes=1024)
+    volume[15, 15, 15] = np.nan  # the last voxel: found only by reading every chunk
+    bad = write_volume(volume, tmp_path / "nan.nii")
+    with pytest.raises(DataError, match="NaN"):
+        _check_nifti_complete(bad, True, chunk_bytes=1024)
+    cut = tmp_path / "cut.nii"
+    cut.write_bytes(gzip.decompress(good.read_bytes())[:-100])
+    with pytest.raises(DataError, match="truncated"):
+        _check_nifti_complete(cut, True, chunk_bytes=1024)

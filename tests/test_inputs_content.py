@@ -155,9 +155,9 @@ def test_an_unexpected_read_or_resample_failure_is_one_line_for_that_case(autope
     from h2aseg.data import preprocess
 
     def broken(*args, **kwargs):
-        raise RuntimeError("Exception thrown in SimpleITK DICOMOrient\nsome ITK detail")
+        raise RuntimeError("Exception thrown in SimpleITK GetArrayViewFromImage\nsome ITK detail")
 
-    monkeypatch.setattr(preprocess.sitk, "DICOMOrient", broken)
+    monkeypatch.setattr(preprocess.sitk, "GetArrayViewFromImage", broken)
     problems = preprocess.check_cases(discover_cases(autopet).cases, preprocess.PreprocessConfig())
     assert len(problems) == 1 and "cannot be read or resampled" in problems[0].message
     assert "\n" not in problems[0].message

@@ -55,6 +55,8 @@ __all__ = [
     "read_image",
     "read_ct",
     "read_pet",
+    "read_label",
+    "check_static_3d",
     "write_image",
     "to_array",
     "from_array",
@@ -235,18 +237,35 @@ def read_image(
     return image
 
 
-def _check_nifti_complete(path: Path, check_finite: bool) -> None:
-    """Decode the whole file: ITK fills a truncated ``.nii.gz`` up without a word and turns NaN into 0."""
-    if check_finite:
-        import nibabel
+def _check_nifti_complete(path: Path, check_finite: bool, chunk_bytes: int = 1 << 24) -> None:
+    """Decode the whole file: ITK fills a truncated ``.nii.gz`` up without a word and turns NaN into 0.
 
-        data = np.asanyarray(nibabel.load(str(path)).dataobj)
-        if not np.isfinite(data).all():
-            raise DataError(f"{path}: contains NaN or infinite values; fix or exclude the file")
-    elif image_suffix(path) == ".nii.gz":
-        with gzip.open(path, "rb") as handle:  # reading to the end checks the gzip length and CRC
-            while handle.read(1 << 24):
-                pass
+    Streams the voxel data in chunks of ``chunk_bytes`` (reading a ``.nii.gz`` to its end also checks the
+    gzip length and CRC), so the check holds one chunk in memory, not a second copy of the volume.
+    """
+    import nibabel
+
+    image = nibabel.load(str(path))  # the header only; voxels stay on disk
+    header, offset = image.header, int(image.dataobj.offset)  # offset: vox_offset, or 352 where it is 0
+    dtype = header.get_data_dtype()
+    expected = int(np.prod(header.get_data_shape(), dtype=np.int64)) * dtype.itemsize
+    chunk_bytes -= chunk_bytes % dtype.itemsize
+    opener = gzip.open if image_suffix(path) == ".nii.gz" else open
+    with opener(path, "rb") as handle:
+        handle.seek(offset)
+        remaining = expected
+        while remaining > 0:
+            block = handle.read(min(chunk_bytes, remaining))
+            if not block:
+                raise DataError(f"{path}: truncated ({expected - remaining} of {expected} bytes of voxel data); "
+                                "copy or export the file again")
+            remaining -= len(block)
+            if check_finite and dtype.kind == "f":
+                usable = len(block) - len(block) % dtype.itemsize
+                if not np.isfinite(np.frombuffer(block[:usable], dtype=dtype)).all():
+                    raise DataError(f"{path}: contains NaN or infinite values; fix or exclude the file")
+        while handle.read(chunk_bytes):  # to the end: the gzip trailer's length and CRC
+            pass
 
 
 def _check_static_3d(image: sitk.Image, path: Path, what: str) -> None:
@@ -296,6 +315,28 @@ def read_pet(path: Path, max_voxels: int | None = None, series_uid: str | None =
         first = _dicom_series_files(path, "PT", series_uid)[0]
         image = image * suv_factor_from_dicom(Path(first))
     return image
+
+
+def read_label(path: Path, max_voxels: int | None = None) -> sitk.Image:
+    """Read a label map (reference or prediction) as stored, geometry included; ``max_voxels`` as
+    :func:`read_image`. Values are not checked here: each caller knows which it allows.
+
+    Raises:
+        DataError: unreadable, too large, or not one scalar 3-D volume.
+    """
+    path = Path(path)
+    image = read_image(path, max_voxels)
+    _check_static_3d(image, path, "label map")
+    return image
+
+
+def check_static_3d(image: sitk.Image, path: Path, what: str) -> None:
+    """Refuse an image that is not one scalar 3-D volume (a vector image, a 4-D series, a 2-D slice).
+
+    Raises:
+        DataError: one line naming ``path`` and ``what`` (e.g. ``"CT"``) and saying what to give instead.
+    """
+    _check_static_3d(image, Path(path), what)
 
 
 def _parse_dicom_datetime(date: str | None, time: str | None) -> _dt.datetime | None:

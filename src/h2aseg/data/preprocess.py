@@ -43,8 +43,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from h2aseg.atomic import atomic_open
+from h2aseg.constants import CT_FLOOR_HU
 from h2aseg.data.content import CONTENT_CHECKS, content_findings, resolve_skipped, volume_stats
-from h2aseg.data.io import read_ct, read_image, read_pet, to_array
+from h2aseg.data.io import from_array, read_ct, read_image, read_pet, to_array
 from h2aseg.data.layouts import Case, CaseProblem
 from h2aseg.errors import DataError
 
@@ -214,10 +215,11 @@ def _read_label(case: Case, config: PreprocessConfig) -> sitk.Image:
 
 
 def _label_on_grid(label: sitk.Image, ref: sitk.Image, mode: str) -> np.ndarray:
+    """The label on ``ref`` as (X, Y, Z) uint8: binary by resampling the foreground fraction (≥ 0.5), multiclass
+    by the largest resampled class fraction."""
     values = to_array(label)
     if mode == "binary":
-        fg = sitk.GetImageFromArray((values > 0).astype(np.float32).transpose(2, 1, 0))
-        fg.CopyInformation(label)
+        fg = from_array((values > 0).astype(np.float32), label)
         frac = to_array(sitk.Resample(fg, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
         return (frac >= 0.5).astype(np.uint8)
     classes = [int(v) for v in np.unique(values) if v != 0]
@@ -226,30 +228,79 @@ def _label_on_grid(label: sitk.Image, ref: sitk.Image, mode: str) -> np.ndarray:
         return out
     probs = []
     for c in classes:
-        ind = sitk.GetImageFromArray((values == c).astype(np.float32).transpose(2, 1, 0))
-        ind.CopyInformation(label)
+        ind = from_array((values == c).astype(np.float32), label)
         probs.append(to_array(sitk.Resample(ind, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)))
     stack = np.stack([1.0 - np.sum(probs, axis=0)] + probs)
     lut = np.array([0] + classes, np.uint8)
     return lut[np.argmax(stack, axis=0)]
 
 
+def _same_grid(image: sitk.Image, ref: sitk.Image, tolerance_mm: float = 1e-3) -> bool:
+    """True when ``image`` lies on ``ref``'s voxel grid: same size, spacing, origin and direction."""
+    return (
+        image.GetSize() == ref.GetSize()
+        and np.allclose(image.GetSpacing(), ref.GetSpacing(), rtol=0, atol=tolerance_mm)
+        and np.allclose(image.GetOrigin(), ref.GetOrigin(), rtol=0, atol=tolerance_mm)
+        and np.allclose(image.GetDirection(), ref.GetDirection(), rtol=0, atol=1e-6)
+    )
+
+
+def _box_array(image: sitk.Image, lo: Sequence[int], hi: Sequence[int], dtype=np.float32) -> np.ndarray:
+    """Voxels [lo, hi) of ``image`` as a contiguous (X, Y, Z) array, copied once (not via a full-size array)."""
+    view = sitk.GetArrayViewFromImage(image)  # (Z, Y, X); valid while ``image`` lives
+    box = view[lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]]
+    return np.ascontiguousarray(box.transpose(2, 1, 0), dtype=dtype)
+
+
 def _grid_from_box(pet: sitk.Image, lo: Sequence[int], hi: Sequence[int], spacing) -> sitk.Image:
-    """Reference image over PET voxels [lo, hi), at the PET spacing or at ``spacing``."""
-    if spacing is None:
-        return pet[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    """Geometry-only reference (uint8 voxels) over PET voxels [lo, hi), at the PET spacing or at ``spacing``."""
     old = np.array(pet.GetSpacing())
+    if spacing is None:
+        return _reference({"size": np.subtract(hi, lo).tolist(), "spacing": old.tolist(),
+                           "origin": pet.TransformIndexToPhysicalPoint([int(v) for v in lo]),
+                           "direction": pet.GetDirection()})
     extent = (np.array(hi) - np.array(lo)) * old
     new = np.array(spacing, float)
     size = np.maximum(np.round(extent / new), 1).astype(int)
     # Same field: the new grid's outer corner matches the cropped PET box's outer corner.
     corner_index = np.array(lo, float) - 0.5 + new / (2 * old)
     origin = pet.TransformContinuousIndexToPhysicalPoint(corner_index.tolist())
-    ref = sitk.Image(size.tolist(), sitk.sitkUInt8)
-    ref.SetSpacing(new.tolist())
-    ref.SetOrigin(origin)
-    ref.SetDirection(pet.GetDirection())
-    return ref
+    return _reference({"size": size.tolist(), "spacing": new.tolist(), "origin": origin,
+                       "direction": pet.GetDirection()})
+
+
+def _on_grid(image: sitk.Image, source: sitk.Image, box, grid: sitk.Image, default: float) -> np.ndarray:
+    """``image`` on ``grid`` as (X, Y, Z) float32. ``grid`` is voxels ``box`` = (lo, hi) of ``source``'s grid
+    (or a resampling of them); an image that lies on ``source``'s grid while ``grid`` keeps its spacing is
+    cropped, not resampled (e.g. AutoPET's CTres, already on the PET grid): same voxels, far less time."""
+    lo, hi = box
+    if _same_grid(image, source) and tuple(np.subtract(hi, lo)) == tuple(grid.GetSize()):
+        return _box_array(image, lo, hi)
+    return to_array(_resample(image, grid, True, default))
+
+
+def _body_box(ct_hu: np.ndarray, threshold_hu: float, margin: int) -> list[list[int]]:
+    """[[lo, hi) per axis] around the voxels above ``threshold_hu``, widened by ``margin``; whole array if none.
+
+    Per-axis projections of one boolean mask, not ``np.argwhere`` (which holds 24 bytes per body voxel:
+    0.7 GB for a whole-body study)."""
+    body = ct_hu > threshold_hu
+    box = []
+    for axis, size in enumerate(ct_hu.shape):
+        hits = np.flatnonzero(body.any(axis=tuple(a for a in range(3) if a != axis)))
+        if not len(hits):
+            return [[0, s] for s in ct_hu.shape]
+        box.append([max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, size)])
+    return box
+
+
+def _scaled(array: np.ndarray, lo: float | None, hi: float | None, scale: float) -> np.ndarray:
+    """clip(array, lo, hi) / scale (minus ``lo`` first when both bounds are given), in one new float32 array."""
+    out = np.clip(array, lo, hi, dtype=np.float32)
+    if lo is not None and hi is not None:
+        out -= lo
+    out /= scale
+    return out
 
 
 def preprocess_case(case: Case, config: PreprocessConfig) -> dict:
@@ -279,50 +330,48 @@ def preprocess_case(case: Case, config: PreprocessConfig) -> dict:
                         "check its files") from None
 
 
-def _preprocess_case(case: Case, config: PreprocessConfig) -> dict:
+def _read_pair(case: Case, config: PreprocessConfig) -> tuple[sitk.Image, sitk.Image]:
+    """CT (HU) and PET (SUV) of ``case`` as stored, checked: finite values and plausible content."""
     try:
         ct = read_ct(case.ct, config.max_voxels, case.ct_series)
         pet = read_pet(case.pet, config.max_voxels, case.pet_series)
     except DataError as err:
         raise DataError(f"case {case.case_id}: {err}") from None
-    ct_hu, suv = to_array(ct), to_array(pet)
+    # Voxel order does not matter to these checks: read the (Z, Y, X) views, no copies.
+    ct_hu, suv = sitk.GetArrayViewFromImage(ct), sitk.GetArrayViewFromImage(pet)
     _check_finite(ct_hu, case, case.ct, "CT")
     _check_finite(suv, case, case.pet, "PET")
     check_content(case, ct_hu, suv, config.skip_checks)
-    del ct_hu
-    original_pet = geometry_of(pet)
-    pet = sitk.DICOMOrient(pet, "LPS")
-    lo, hi = _overlap_box(ct, pet, case, config.min_overlap)
-    grid = _grid_from_box(pet, lo, hi, config.target_spacing)
-    ct_arr = to_array(_resample(ct, grid, True, -1024.0))
-    if config.target_spacing is None:
-        pet_arr = to_array(sitk.Cast(grid, sitk.sitkFloat32))
-    else:
-        pet_arr = to_array(_resample(pet, grid, True, 0.0))
-    box = [[0, s] for s in ct_arr.shape]
+    del ct_hu, suv
+    return ct, pet
+
+
+def _preprocess_case(case: Case, config: PreprocessConfig) -> dict:
+    ct, pet = _read_pair(case, config)
+    original_pet, original_ct = geometry_of(pet), geometry_of(ct)
+    if sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(pet.GetDirection()) != "LPS":
+        pet = sitk.DICOMOrient(pet, "LPS")  # a copy only where the axes differ from LPS
+    box = _overlap_box(ct, pet, case, config.min_overlap)
+    grid = _grid_from_box(pet, *box, config.target_spacing)
+    ct_arr = _on_grid(ct, pet, box, grid, CT_FLOOR_HU)
+    del ct
+    pet_arr = _on_grid(pet, pet, box, grid, 0.0)
+    body = [[0, s] for s in ct_arr.shape]
     if config.crop_foreground:
-        body = np.argwhere(ct_arr > config.body_threshold_hu)
-        if len(body):
-            m = config.crop_margin
-            box = [[max(int(a) - m, 0), min(int(b) + 1 + m, s)]
-                   for a, b, s in zip(body.min(0), body.max(0), ct_arr.shape)]
-    crop = tuple(slice(a, b) for a, b in box)
-    final = grid[crop[0], crop[1], crop[2]]
+        body = _body_box(ct_arr, config.body_threshold_hu, config.crop_margin)
+    crop = tuple(slice(a, b) for a, b in body)
+    final = _reference({"size": [b - a for a, b in body], "spacing": grid.GetSpacing(),
+                        "origin": grid.TransformIndexToPhysicalPoint([a for a, _ in body]),
+                        "direction": grid.GetDirection()})
     lo_hu, hi_hu = config.ct_range
-    ct_scaled = (np.clip(ct_arr[crop], lo_hu, hi_hu) - lo_hu) / (hi_hu - lo_hu)
-    pet_clip = np.clip(pet_arr[crop], 0.0, config.suv_max if config.suv_max is not None else None)
     out = {
-        "ct": ct_scaled[None].astype(np.float32),
-        "pet": (pet_clip / config.suv_scale)[None].astype(np.float32),
+        "ct": _scaled(ct_arr[crop], lo_hu, hi_hu, hi_hu - lo_hu)[None],
+        "pet": _scaled(pet_arr[crop], 0.0, config.suv_max, config.suv_scale)[None],
         "case_id": case.case_id,
     }
+    del ct_arr, pet_arr
     if case.label is not None:
-        try:
-            label = _read_label(case, config)
-        except DataError as err:
-            message = str(err)
-            raise DataError(message if message.startswith("case ") else f"case {case.case_id}: {message}") from None
-        out["label"] = _label_on_grid(label, final, config.label_mode)[None]
+        out["label"] = _label_for(case, config, pet, box, body, final)[None]
     out["meta"] = {
         "case_id": case.case_id,
         "patient_id": case.patient_id,
@@ -333,10 +382,27 @@ def _preprocess_case(case: Case, config: PreprocessConfig) -> dict:
         "label_mode": config.label_mode,
         "grid": geometry_of(final),
         "original_pet": original_pet,
-        "original_ct": geometry_of(ct),
+        "original_ct": original_ct,
         "config": config.fingerprint(),
     }
     return out
+
+
+def _label_for(case: Case, config: PreprocessConfig, pet: sitk.Image, box, body, final: sitk.Image) -> np.ndarray:
+    """The case's label on the final grid (X, Y, Z) uint8; cropped when it lies on the PET grid and the grid
+    keeps the PET spacing, resampled otherwise."""
+    try:
+        label = _read_label(case, config)
+    except DataError as err:
+        message = str(err)
+        raise DataError(message if message.startswith("case ") else f"case {case.case_id}: {message}") from None
+    if config.target_spacing is None and _same_grid(label, pet):
+        lo = [b[0] + a for (a, _), b in zip(body, zip(*box))]
+        values = _box_array(label, lo, np.add(lo, final.GetSize()), dtype=np.int64)
+        if config.label_mode == "binary":
+            return (values > 0).astype(np.uint8)
+        return values.astype(np.uint8)
+    return _label_on_grid(label, final, config.label_mode)
 
 
 def restore_to_original(array: np.ndarray, meta: dict, is_label: bool = True, grid: str = "pet") -> sitk.Image:
