@@ -8,8 +8,8 @@ Output folder (``OUT``)::
     OUT/cache/                        preprocessed arrays shared by all runs (unless dataset.cache_dir)
     OUT/data/<kind>/                  the synthetic cohort, when the file asks for one
     OUT/runs/<model>/seed<k>/         a Trainer run folder (config.yaml, splits.json, metrics.csv, last.pt,
-                                      best.pt, train_summary.json) plus train.log (everything the run
-                                      printed), pred/ (test-split label maps on the label grid), eval/
+                                      best.pt, train_summary.json) plus train.log (the run's log
+                                      messages), pred/ (test-split label maps on the label grid), eval/
                                       (per_case.csv, summary.json, summary.md), tamw/per_case.csv (TAMW
                                       models), benchmark.json (timings; its presence means "finished"),
                                       error.log when the run failed
@@ -24,9 +24,10 @@ Resuming: a run with ``benchmark.json`` is skipped; a run with ``train_summary.j
 
 from __future__ import annotations
 
+import csv
 import json
+import logging
 import shutil
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -36,25 +37,29 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 import yaml
 
 from h2aseg.atomic import atomic_write_text
 from h2aseg.benchmarking.config import BenchmarkConfig, ModelSpec
-from h2aseg.benchmarking.files import DONE_FILE  # written last into a run folder: the run is finished
+from h2aseg.benchmarking.files import DONE_FILE, ERROR_FILE, EVAL_SUMMARY, TAMW_PER_CASE, TRAIN_LOG
+from h2aseg.benchmarking.files import run_dir as run_folder
 from h2aseg.benchmarking.tamw_analysis import TAMWRecorder, has_tamw
 from h2aseg.config import RunConfig
 from h2aseg.data.io import write_image
 from h2aseg.data.layouts import Case, discover_cases, load_or_create_splits, load_splits
 from h2aseg.data.preprocess import PreprocessedCache, restore_to_original
+from h2aseg.device import pick_device
 from h2aseg.errors import ConfigError, DataError
 from h2aseg.evaluation.evaluate import evaluate_folders
 from h2aseg.evaluation.report import write_csv
 from h2aseg.inference.core import predict_probabilities, probabilities_to_label, settings_for
 from h2aseg.inference.predictor import load_trained_model, threshold_mask
+from h2aseg.log import PACKAGE_LOGGER, PlainFormatter
 from h2aseg.models.registry import preprocess_config_for
 
 __all__ = ["BenchmarkRunner", "RunRecord", "DONE_FILE"]
+
+logger = logging.getLogger(__name__)
 
 SYNTHETIC_MARKER = ".h2aseg_synthetic.json"
 
@@ -69,42 +74,25 @@ class RunRecord:
     message: str = ""
 
 
-class _Tee:
-    """A text stream that writes to several streams (the console and a run's log file)."""
-
-    def __init__(self, *streams) -> None:
-        self.streams = streams
-
-    def write(self, text: str) -> int:
-        for stream in self.streams:
-            stream.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        for stream in self.streams:
-            stream.flush()
-
-    def isatty(self) -> bool:
-        return False
-
-
 @contextmanager
-def _stderr_to(path: Path) -> Iterator[None]:
-    """Copy everything written to ``sys.stderr`` (trainer log lines, warnings) into ``path`` too."""
+def _log_to(path: Path) -> Iterator[None]:
+    """Copy the package's log messages (the trainer's epochs, skipped cases, notes) into ``path`` while a run
+    lasts: a file handler on the ``h2aseg`` logger, in the console's format, removed afterwards."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    original = sys.stderr
-    with path.open("a", encoding="utf-8") as handle:
-        sys.stderr = _Tee(original, handle)
-        try:
-            yield
-        finally:
-            sys.stderr = original
-
-
-def _resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    package = logging.getLogger(PACKAGE_LOGGER)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(PlainFormatter())
+    unset = package.level == logging.NOTSET
+    if unset:  # not configured by the CLI (the runner used as a library): the file still gets INFO
+        package.setLevel(logging.INFO)
+    package.addHandler(handler)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        handler.close()
+        if unset:
+            package.setLevel(logging.NOTSET)
 
 
 def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
@@ -153,7 +141,7 @@ class BenchmarkRunner:
         out_dir: Path,
         only: Sequence[str] | None = None,
         progress: bool = False,
-        echo: Callable[[str], None] = print,
+        echo: Callable[[str], None] = logger.info,
     ) -> None:
         self.config, self.out_dir, self.progress, self._echo = config, Path(out_dir), progress, echo
         known = config.run_ids()
@@ -171,8 +159,7 @@ class BenchmarkRunner:
 
     # ---------------------------------------------------------------------------------------- paths
     def run_dir(self, run_id: str, seed: int | None) -> Path:
-        base = self.out_dir / "runs" / run_id
-        return base if seed is None else base / f"seed{seed}"
+        return run_folder(self.out_dir, run_id, seed)
 
     def log(self, line: str) -> None:
         self._echo(line)
@@ -236,9 +223,10 @@ class BenchmarkRunner:
             except Exception as err:  # one failed run must not stop a two-hour benchmark
                 run_dir = self.run_dir(run_id, seed)
                 run_dir.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(run_dir / "error.log", traceback.format_exc())
+                atomic_write_text(run_dir / ERROR_FILE, traceback.format_exc())
                 first = (str(err).strip().splitlines() or [""])[0]
-                record = RunRecord(run_id, seed, "failed", f"{type(err).__name__}: {first} (see {run_dir / 'error.log'})")
+                record = RunRecord(run_id, seed, "failed",
+                                   f"{type(err).__name__}: {first} (see {run_dir / ERROR_FILE})")
             self.log(f"{prefix}: {record.status} in {(time.monotonic() - started) / 60:.1f} min; {record.message}")
             records.append(record)
         return records
@@ -247,14 +235,14 @@ class BenchmarkRunner:
         """Train (unless trained), predict the test split, evaluate, and record TAMW weights."""
         run_dir = self.run_dir(spec.id, seed)
         done = run_dir / DONE_FILE
-        if done.exists() and (run_dir / "eval" / "summary.json").exists():
+        if done.exists() and (run_dir / EVAL_SUMMARY).exists():
             return RunRecord(spec.id, seed, "cached", self._result_text(run_dir, json.loads(done.read_text())))
         run_config = self.config.run_config(spec, seed, self.root, self.cache_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         self._check_config(run_dir, run_config)
         self._place_splits(run_dir)
         timings: dict[str, float | str] = {}
-        with _stderr_to(run_dir / "train.log"):
+        with _log_to(run_dir / TRAIN_LOG):
             if not (run_dir / "train_summary.json").exists():
                 from h2aseg.training.trainer import Trainer
 
@@ -263,7 +251,7 @@ class BenchmarkRunner:
                 timings["train_seconds"] = round(time.monotonic() - start, 1)
             start = time.monotonic()
             cache = self._test_cache(run_config, cases, test_ids)
-            device = _resolve_device(run_config.train.device)
+            device = str(pick_device(run_config.train.device))
             loaded = load_trained_model(run_dir, device=device)
             timings["checkpoint"] = loaded.checkpoint.name
             pred_dir = run_dir / "pred"
@@ -283,11 +271,12 @@ class BenchmarkRunner:
                 image = align_to_label(restore_to_original(label, data["meta"], is_label=True), cases[case_id])
                 write_image(image, pred_dir / f"{case_id}.nii.gz")
             if recorder is not None and tamw_rows:
-                write_csv(tamw_rows, run_dir / "tamw" / "per_case.csv")
+                write_csv(tamw_rows, run_dir / TAMW_PER_CASE)
             timings["predict_seconds"] = round(time.monotonic() - start, 1)
             start = time.monotonic()
-            evaluate_folders(pred_dir, self.root, run_dir / "eval", layout=self.config.dataset.layout,
-                             labels=self.labels, progress=False, case_ids=test_ids)
+            evaluate_folders(pred_dir, self.root, (run_dir / EVAL_SUMMARY).parent,
+                             layout=self.config.dataset.layout, labels=self.labels, progress=False,
+                             case_ids=test_ids)
             timings["evaluate_seconds"] = round(time.monotonic() - start, 1)
         info = {**self._train_info(run_dir), **timings}
         atomic_write_text(done, json.dumps(info, indent=2))
@@ -302,7 +291,7 @@ class BenchmarkRunner:
         """Segment each test case by an SUV rule on its own PET grid (no training), then evaluate."""
         run_dir = self.run_dir(method, None)
         done = run_dir / DONE_FILE
-        if done.exists() and (run_dir / "eval" / "summary.json").exists():
+        if done.exists() and (run_dir / EVAL_SUMMARY).exists():
             return RunRecord(method, None, "cached", self._result_text(run_dir, json.loads(done.read_text())))
         start = time.monotonic()
         for case_id in test_ids:
@@ -314,8 +303,9 @@ class BenchmarkRunner:
                 continue
             write_image(align_to_label(mask, case), run_dir / "pred" / f"{case_id}.nii.gz")
         info: dict = {"predict_seconds": round(time.monotonic() - start, 1)}
-        evaluate_folders(run_dir / "pred", self.root, run_dir / "eval", layout=self.config.dataset.layout,
-                         labels=self.labels, progress=False, case_ids=test_ids)
+        evaluate_folders(run_dir / "pred", self.root, (run_dir / EVAL_SUMMARY).parent,
+                         layout=self.config.dataset.layout, labels=self.labels, progress=False,
+                         case_ids=test_ids)
         atomic_write_text(done, json.dumps(info, indent=2))
         return RunRecord(method, None, "done", self._result_text(run_dir, info))
 
@@ -350,9 +340,10 @@ class BenchmarkRunner:
             info.update({k: data.get(k) for k in ("epochs_run", "last_epoch", "stopped_by", "seconds")})
         metrics = run_dir / "metrics.csv"
         if metrics.exists():
-            lines = metrics.read_text().strip().splitlines()
-            if len(lines) > 1:
-                info["steps"] = int(lines[-1].split(",")[1])
+            with metrics.open(newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            if rows:  # by column name: the trainer's LOG_FIELDS order may change
+                info["steps"] = int(rows[-1]["step"])
         return info
 
     @staticmethod
@@ -362,7 +353,7 @@ class BenchmarkRunner:
             parts.append(f"trained {float(info.get('seconds') or 0) / 60:.1f} min ({info['stopped_by']}, "
                          f"{info.get('steps', '?')} steps)")
         try:
-            summary = json.loads((run_dir / "eval" / "summary.json").read_text())
+            summary = json.loads((run_dir / EVAL_SUMMARY).read_text())
             dice = summary["metrics"]["dice"]["mean"]
             parts.append(f"{summary['n_cases']} test cases, Dice "
                          + ("n/a" if dice is None else f"{100 * dice:.2f} %"))

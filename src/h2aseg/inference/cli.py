@@ -14,6 +14,7 @@ from pathlib import Path
 
 from h2aseg.data.cli import add_input_options
 from h2aseg.data.layouts import LAYOUTS, Case, discover_cases, guess_patient_id
+from h2aseg.device import pick_device
 from h2aseg.errors import DataError
 from h2aseg.export.package import is_package, load_package
 from h2aseg.inference.core import DEFAULT_OVERLAP
@@ -27,7 +28,6 @@ from h2aseg.inference.predictor import (
     load_trained_model,
     predict_cases,
 )
-from h2aseg.training.distributed import pick_device
 
 
 def cases_from_args(args: argparse.Namespace) -> tuple[list[Case], list[str]]:

@@ -16,6 +16,13 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from h2aseg.device import pick_device  # re-exported: the one rule, in h2aseg.device
+
+__all__ = [
+    "DistContext", "pick_device", "init_distributed", "barrier", "broadcast_object", "broadcast_flag",
+    "parameter_digest", "gather_digests", "cleanup",
+]
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -31,15 +38,6 @@ class DistContext:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def pick_device(requested: str, local_rank: int = 0) -> torch.device:
-    if requested == "auto":
-        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device(f"cuda:{local_rank}")
-    return device
 
 
 def init_distributed(requested_device: str = "auto") -> DistContext:
