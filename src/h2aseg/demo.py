@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -53,12 +54,15 @@ from h2aseg.viz.curves import training_curves
 from h2aseg.viz.mip import mip_overlay
 from h2aseg.viz.slices import fusion_slices
 
+logger = logging.getLogger(__name__)
+
 TABLE_METRICS = ("dice", "hd95", "precision", "recall", "fp_volume_ml", "fn_volume_ml")
 TABLE_HEADER = ("Method", "Dice (%)", "HD95 (mm)", "Precision (%)", "Recall (%)", "FP vol. (ml)", "FN vol. (ml)")
 
 
 def say(message: str) -> None:
-    print(f"[demo] {message}", file=sys.stderr, flush=True)
+    """A progress line of the demo (the package log: standard error, hidden by ``-q``)."""
+    logger.info("%s", message)
 
 
 def demo_config(args: argparse.Namespace, cohort: Path, model: str) -> RunConfig:

@@ -32,8 +32,9 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from h2aseg.constants import CT_CEILING_HU, CT_FLOOR_HU, F18_HALF_LIFE_S, G_PER_KG
 from h2aseg.data.anatomy import build_head_neck, build_whole_body
-from h2aseg.data.io import write_image
+from h2aseg.data.io import from_array, write_image
 from h2aseg.data.phantom import LESION_SIZE_PRESETS, Canvas, patient_params
 
 __all__ = ["generate_cohort", "KINDS", "AUTOPET_DEFAULTS", "HECKTOR_DEFAULTS"]
@@ -55,14 +56,11 @@ HECKTOR_DEFAULTS = {
 }
 CANONICAL_FIELD = {"autopet": (256.0, 256.0, 384.0), "hecktor": (224.0, 224.0, 208.0)}
 HECKTOR_CENTERS = ("CHUM", "CHUP", "CHUS", "CHUV", "HGJ", "HMR", "MDA", "USZ")
-F18_HALF_LIFE_S = 6586.2
 
 
 def _image(array: np.ndarray, spacing, origin, dtype) -> sitk.Image:
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array.astype(dtype).transpose(2, 1, 0)))
-    image.SetSpacing([float(s) for s in spacing])
-    image.SetOrigin([float(o) for o in origin])
-    return image
+    """An (X, Y, Z) array as an image of ``dtype`` with the given spacing and origin (identity direction)."""
+    return from_array(array.astype(dtype), _ref(array.shape, spacing, origin))
 
 
 def _ref(shape, spacing, origin) -> sitk.Image:
@@ -77,7 +75,7 @@ def _form_images(cv: Canvas, p, rng, fine_spacing, fine_origin, pet_ref: sitk.Im
     fine_spacing = np.asarray(fine_spacing, float)
     ct = ndimage.gaussian_filter(cv.ct, 0.6, truncate=2.0)
     ct += rng.normal(0.0, p.ct_noise_hu, size=ct.shape).astype(np.float32)
-    ct_img = _image(np.clip(np.round(ct), -1024, 3071), fine_spacing, fine_origin, np.int16)
+    ct_img = _image(np.clip(np.round(ct), CT_FLOOR_HU, CT_CEILING_HU), fine_spacing, fine_origin, np.int16)
     sigma = p.fwhm_mm / (2 * math.sqrt(2 * math.log(2))) / fine_spacing
     blurred = ndimage.gaussian_filter(cv.suv, sigma, truncate=3.0)
     pet = sitk.Resample(_image(blurred, fine_spacing, fine_origin, np.float32), pet_ref, sitk.Transform(),
@@ -116,11 +114,11 @@ def _autopet_study(opts, p, rng, lesion_free: bool, shift) -> tuple[dict, int]:
     n_lesions = build_whole_body(cv, p, rng, lesion_free, opts["lesion_sizes"])
     pet_ref = _ref(pet_shape, pet_sp, pet_origin)
     ct, suv = _form_images(cv, p, rng, ct_sp, ct_origin, pet_ref)
-    ctres = sitk.Cast(sitk.Resample(ct, pet_ref, sitk.Transform(), sitk.sitkLinear, -1024.0, sitk.sitkFloat32),
-                      sitk.sitkInt16)
+    ctres = sitk.Cast(sitk.Resample(ct, pet_ref, sitk.Transform(), sitk.sitkLinear, CT_FLOOR_HU,
+                                    sitk.sitkFloat32), sitk.sitkInt16)
     seg = _label_on(cv, ct_sp, ct_origin, pet_ref)
     decayed_bq = p.dose_mbq * 1e6 * 2.0 ** (-p.uptake_min * 60.0 / F18_HALF_LIFE_S)
-    bqml = suv * (decayed_bq / (p.weight_kg * 1000.0))
+    bqml = suv * (decayed_bq / (p.weight_kg * G_PER_KG))
     files = {"CT.nii.gz": ct, "CTres.nii.gz": ctres, "PET.nii.gz": bqml, "SUV.nii.gz": suv, "SEG.nii.gz": seg}
     return files, n_lesions
 
@@ -146,9 +144,7 @@ def _hecktor_study(opts, p, rng, shift) -> tuple[dict, tuple[int, int]]:
     stop = start + ct_shape
     ct = ct_fine[int(start[0]) : int(stop[0]), int(start[1]) : int(stop[1]), int(start[2]) : int(stop[2])]
     label = cv.label[int(start[0]) : int(stop[0]), int(start[1]) : int(stop[1]), int(start[2]) : int(stop[2])]
-    label_img = sitk.GetImageFromArray(np.ascontiguousarray(label.transpose(2, 1, 0)))
-    label_img.CopyInformation(ct)
-    return {"CT": ct, "PT": suv, "label": label_img}, counts
+    return {"CT": ct, "PT": suv, "label": from_array(label, ct)}, counts
 
 
 def _hex_id(*parts) -> str:

@@ -1,6 +1,7 @@
 """Evaluate a folder of predictions against labels: per-case CSV, summary JSON and Markdown.
 
-Predictions are label maps named ``<case_id>.nii.gz`` (or ``.nii`` / ``.mha``) in one folder; a
+Predictions are label maps named ``<case_id>.nii.gz`` (or another ending of
+:data:`h2aseg.data.io.IMAGE_SUFFIXES`, e.g. ``.nii`` / ``.mha``) in one folder; a
 ``probabilities/`` subfolder beside them is ignored. Labels come from a flat folder of
 ``<case_id>.<ext>`` files, or from a dataset root read with :func:`h2aseg.data.layouts.discover_cases`
 when a layout is named.
@@ -13,6 +14,7 @@ field count as background); the summary lists those cases. A prediction covering
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,14 +23,14 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from h2aseg.data.io import IMAGE_SUFFIXES, read_label, to_array
 from h2aseg.errors import DataError
 from h2aseg.evaluation.metrics import case_metrics
 from h2aseg.evaluation.report import summarise, summary_markdown, write_csv, write_json, write_text
 
-__all__ = ["IMAGE_SUFFIXES", "evaluate_arrays", "evaluate_folders", "read_label"]
+__all__ = ["evaluate_arrays", "evaluate_folders"]
 
-#: File endings read as images, longest first so ``.nii.gz`` wins over ``.gz``.
-IMAGE_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii", ".mha")
+logger = logging.getLogger(__name__)
 _SPACING_TOLERANCE_MM = 1e-3
 _ORIGIN_TOLERANCE_MM = 1e-2
 #: Smallest share of the label's field a prediction on another grid must cover to be resampled onto it.
@@ -55,32 +57,6 @@ def _image_files(folder: Path) -> dict[str, Path]:
         if path.is_file() and case_id and not path.name.startswith("."):
             files.setdefault(case_id, path)
     return files
-
-
-def read_label_image(path: Path, max_voxels: int | None = None) -> sitk.Image:
-    """Read a NIfTI/MHA label map (geometry included) with :func:`h2aseg.data.io.read_image`.
-
-    Raises:
-        DataError: the file cannot be read (damaged, too large) or is not 3-D.
-    """
-    from h2aseg.data.io import read_image
-
-    image = read_image(Path(path), max_voxels)
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(
-            f"{path}: expected a 3-D single-channel label map, got {image.GetDimension()}-D; re-export it"
-        )
-    return image
-
-
-def read_label(path: Path, max_voxels: int | None = None) -> tuple[np.ndarray, tuple[float, ...]]:
-    """Read a NIfTI/MHA label map; returns the (X, Y, Z) array and spacing in mm.
-
-    Raises:
-        DataError: the file cannot be read or is not 3-D.
-    """
-    image = read_label_image(path, max_voxels)
-    return sitk.GetArrayFromImage(image).transpose(2, 1, 0), tuple(float(s) for s in image.GetSpacing())
 
 
 def same_grid(a: sitk.Image, b: sitk.Image) -> bool:
@@ -143,8 +119,8 @@ def _load_pair(
     case_id: str, pred_path: Path, gt_path: Path, max_voxels: int | None = None
 ) -> tuple[_Volume, _Volume, str | None]:
     """Prediction and label on the label's grid, and a note when the prediction had to be resampled."""
-    gt_image = read_label_image(gt_path, max_voxels)
-    pred_image = read_label_image(pred_path, max_voxels)
+    gt_image = read_label(gt_path, max_voxels)
+    pred_image = read_label(pred_path, max_voxels)
     note = None
     if not same_grid(pred_image, gt_image):
         coverage = field_coverage(pred_image, gt_image)
@@ -159,8 +135,7 @@ def _load_pair(
                 f"resampled onto the label grid (nearest neighbour, {coverage:.0%} of the label's field covered)")
         pred_image = sitk.Resample(pred_image, gt_image, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0,
                                    pred_image.GetPixelID())
-    pred = sitk.GetArrayFromImage(pred_image).transpose(2, 1, 0)
-    gt = sitk.GetArrayFromImage(gt_image).transpose(2, 1, 0)
+    pred, gt = to_array(pred_image), to_array(gt_image)
     if np.issubdtype(pred.dtype, np.floating) and not np.array_equal(pred, np.round(pred)):
         raise DataError(
             f"{case_id}: prediction {pred_path} holds non-integer values; save a label map (threshold the probabilities)"
@@ -206,7 +181,8 @@ def evaluate_folders(
     gt_files, found_problems = _label_files(gt_dir, layout, {"ct_channel": ct_channel, "pet_channel": pet_channel})
     if not gt_files:
         where = (
-            f"in the {layout} layout under {gt_dir}" if layout else f"in {gt_dir} (*.nii.gz, *.nii, *.mha)"
+            f"in the {layout} layout under {gt_dir}" if layout
+            else f"in {gt_dir} ({', '.join('*' + s for s in IMAGE_SUFFIXES)})"
         )
         raise DataError(f"no label files found {where}; point --gt at the labels or name the --layout")
     pred_files = _image_files(pred_dir)
@@ -234,7 +210,8 @@ def evaluate_folders(
         pred_path = pred_files.get(case_id)
         if pred_path is None:
             problems.append(
-                f"{case_id}: no prediction {pred_dir / (case_id + '.nii.gz')} (or .nii/.mha); run predict for it"
+                f"{case_id}: no prediction {pred_dir / (case_id + '.nii.gz')} (or .nii/.mha); run predict "
+                "for it"
             )
             continue
         try:
@@ -246,7 +223,7 @@ def evaluate_folders(
             resampled.append(note)
         rows.extend(evaluate_arrays([(case_id, pred.array, gt.array, gt.spacing)], labels=labels))
     for line in problems:
-        print(f"h2aseg evaluate: {line}", file=sys.stderr)
+        logger.warning("%s", line)
     if not rows:
         raise DataError(
             f"no case could be evaluated ({len(problems)} problems, first: {problems[0]})"

@@ -209,7 +209,7 @@ def predict_cases(
             written.append(predict_case(loaded, case, out_dir, options))
         except H2ASegError as err:
             problems.append(str(err))
-            tqdm.write(f"skipped: {err}")
+            logger.warning("skipped: %s", err)
     return written, problems
 
 
