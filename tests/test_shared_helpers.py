@@ -67,3 +67,17 @@ def test_a_runs_log_file_gets_the_package_messages_and_is_detached_afterwards(tm
     finally:
         package.setLevel(level)
         package.handlers[:] = handlers
+
+
+def test_read_geometry_gives_the_header_grid_without_the_voxels(tmp_path, write_volume):
+    from h2aseg.data.io import read_geometry
+    from h2aseg.evaluation.evaluate import same_grid
+
+    direction = (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    path = write_volume(np.ones((4, 5, 6), np.uint8), tmp_path / "ct.nii.gz", spacing=(1.5, 2.0, 3.0),
+                        origin=(10.0, -20.0, 5.0), direction=direction)
+    reference = read_geometry(path)
+    assert same_grid(reference, sitk.ReadImage(str(path))) and reference.GetSize() == (4, 5, 6)
+    assert reference.GetPixelID() == sitk.sitkUInt8 and sitk.GetArrayViewFromImage(reference).max() == 0
+    with pytest.raises(DataError, match=r"absent\.nii\.gz: file not found"):
+        read_geometry(tmp_path / "absent.nii.gz")

@@ -45,12 +45,12 @@ from h2aseg.benchmarking.files import DONE_FILE, ERROR_FILE, EVAL_SUMMARY, TAMW_
 from h2aseg.benchmarking.files import run_dir as run_folder
 from h2aseg.benchmarking.tamw_analysis import TAMWRecorder, has_tamw
 from h2aseg.config import RunConfig
-from h2aseg.data.io import write_image
+from h2aseg.data.io import read_geometry, write_image
 from h2aseg.data.layouts import Case, discover_cases, load_or_create_splits, load_splits
 from h2aseg.data.preprocess import PreprocessedCache, restore_to_original
 from h2aseg.device import pick_device
 from h2aseg.errors import ConfigError, DataError
-from h2aseg.evaluation.evaluate import evaluate_folders
+from h2aseg.evaluation.evaluate import evaluate_folders, same_grid
 from h2aseg.evaluation.report import write_csv
 from h2aseg.inference.core import predict_probabilities, probabilities_to_label, settings_for
 from h2aseg.inference.predictor import load_trained_model, threshold_mask
@@ -95,15 +95,6 @@ def _log_to(path: Path) -> Iterator[None]:
             package.setLevel(logging.NOTSET)
 
 
-def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    return (
-        a.GetSize() == b.GetSize()
-        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-3)
-        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-2)
-        and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-4)
-    )
-
-
 def align_to_label(prediction: sitk.Image, case: Case) -> sitk.Image:
     """The prediction on its case's label grid (nearest neighbour), as the evaluator needs.
 
@@ -111,14 +102,8 @@ def align_to_label(prediction: sitk.Image, case: Case) -> sitk.Image:
     """
     if case.label is None:
         return prediction
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(case.label))
-    reader.ReadImageInformation()
-    reference = sitk.Image(reader.GetSize(), sitk.sitkUInt8)
-    reference.SetSpacing(reader.GetSpacing())
-    reference.SetOrigin(reader.GetOrigin())
-    reference.SetDirection(reader.GetDirection())
-    if _same_grid(prediction, reference):
+    reference = read_geometry(case.label)
+    if same_grid(prediction, reference):
         return prediction
     return sitk.Resample(prediction, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
 

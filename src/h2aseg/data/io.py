@@ -57,6 +57,7 @@ __all__ = [
     "read_pet",
     "read_label",
     "check_static_3d",
+    "read_geometry",
     "write_image",
     "to_array",
     "from_array",
@@ -328,6 +329,31 @@ def read_label(path: Path, max_voxels: int | None = None) -> sitk.Image:
     image = read_image(path, max_voxels)
     _check_static_3d(image, path, "label map")
     return image
+
+
+def read_geometry(path: Path) -> sitk.Image:
+    """An empty uint8 image with the size, spacing, origin and direction of an image file's header (the
+    voxels are not read): the reference grid to resample a label onto.
+
+    Raises:
+        DataError: the file does not exist or its header cannot be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; check the path or the dataset layout")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except _DECODE_ERRORS as err:
+        raise DataError(
+            f"{path}: unreadable image header ({_short(err)}); check that the file is complete"
+        ) from None
+    reference = sitk.Image([int(n) for n in reader.GetSize()], sitk.sitkUInt8)
+    reference.SetSpacing(reader.GetSpacing())
+    reference.SetOrigin(reader.GetOrigin())
+    reference.SetDirection(reader.GetDirection())
+    return reference
 
 
 def check_static_3d(image: sitk.Image, path: Path, what: str) -> None:

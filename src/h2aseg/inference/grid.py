@@ -20,7 +20,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from h2aseg.data.io import read_ct
+from h2aseg.data.io import read_ct, read_geometry
 from h2aseg.data.layouts import Case, detect_layout
 from h2aseg.errors import ConfigError
 
@@ -72,14 +72,7 @@ def _geometry_reference(path: Path, series_uid: str | None) -> sitk.Image:
     path = Path(path)
     if path.is_dir():
         return read_ct(path, series_uid=series_uid)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    ref = sitk.Image([int(n) for n in reader.GetSize()], sitk.sitkUInt8)
-    ref.SetSpacing(reader.GetSpacing())
-    ref.SetOrigin(reader.GetOrigin())
-    ref.SetDirection(reader.GetDirection())
-    return ref
+    return read_geometry(path)
 
 
 @dataclass
