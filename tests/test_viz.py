@@ -180,7 +180,7 @@ def test_viz_verb_writes_all_pictures_and_names_bad_inputs(tmp_path, capsys, wri
     with pytest.raises(DataError, match="^PET: .*nope.nii.gz: file not found"):
         _run(["--pet", str(tmp_path / "nope.nii.gz"), "--out", str(tmp_path)])
     sitk.WriteImage(sitk.Image([12, 10], sitk.sitkUInt8), str(tmp_path / "flat.nii.gz"))  # one 2-D slice
-    with pytest.raises(DataError, match="^label .*flat.nii.gz is not a 3-D"):
+    with pytest.raises(DataError, match="^label: .*flat.nii.gz: label map is 2-D"):  # io's static 3-D check
         _run(["--pet", str(tmp_path / "pet.nii.gz"), "--label", str(tmp_path / "flat.nii.gz"), "--out", "x"])
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from h2aseg.constants import CT_FLOOR_HU
-from h2aseg.data.io import IMAGE_SUFFIXES, image_suffix, read_ct, read_image, read_pet, to_array
+from h2aseg.data.io import IMAGE_SUFFIXES, image_suffix, read_ct, read_label, read_pet, to_array
 from h2aseg.errors import DataError
 
 __all__ = ["case_name", "load_case"]
@@ -26,14 +26,12 @@ def case_name(path: Path) -> str:
 
 
 def _read(reader, path: Path, what: str) -> sitk.Image:
-    """``reader(path)`` with the image's role (PET, CT, label, prediction) in front of any error."""
+    """``reader(path)`` (a :mod:`h2aseg.data.io` reader: one static 3-D volume) with the image's role (PET,
+    CT, label, prediction) in front of any error."""
     try:
-        image = reader(path)
+        return reader(path)
     except DataError as err:
         raise DataError(f"{what}: {err}") from None
-    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(f"{what} {path} is not a 3-D single-channel image; give one static 3-D volume")
-    return image
 
 
 def _on_grid(image: sitk.Image, reference: sitk.Image, nearest: bool, default: float) -> np.ndarray:
@@ -57,8 +55,8 @@ def load_case(pet: Path, ct: Path | None = None, label: Path | None = None, pred
     out: dict = {"pet": to_array(pet_image), "spacing": tuple(float(s) for s in pet_image.GetSpacing())}
     for key, path, what, reader, nearest, default in (
         ("ct", ct, "CT", read_ct, False, CT_FLOOR_HU),
-        ("label", label, "label", read_image, True, 0.0),
-        ("pred", pred, "prediction", read_image, True, 0.0),
+        ("label", label, "label", read_label, True, 0.0),
+        ("pred", pred, "prediction", read_label, True, 0.0),
     ):
         if path is None:
             out[key] = None
