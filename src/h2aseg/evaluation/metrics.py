@@ -32,6 +32,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import ndimage
 
+from h2aseg.constants import MM3_PER_ML
+
 __all__ = [
     "CONNECTIVITY_18",
     "aggregated_dice",
@@ -91,7 +93,7 @@ def _ratio(numerator: int, denominator: int, both_empty: bool) -> float:
 
 def voxel_volume_ml(spacing: Spacing) -> float:
     """Volume of one voxel in millilitres (spacing in mm; 1 ml = 1000 mm³)."""
-    return float(np.prod(np.asarray(spacing, dtype=float))) / 1000.0
+    return float(np.prod(np.asarray(spacing, dtype=float))) / MM3_PER_ML
 
 
 def dice(pred: np.ndarray, gt: np.ndarray) -> float:

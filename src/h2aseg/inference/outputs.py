@@ -28,6 +28,7 @@ from scipy import ndimage
 from h2aseg.data.io import from_array, read_pet, to_array, write_image
 from h2aseg.data.layouts import Case
 from h2aseg.errors import ConfigError, DataError
+from h2aseg.evaluation.metrics import voxel_volume_ml
 
 __all__ = ["FORMATS", "DICOM_FORMATS", "PostProcess", "LabelWriter", "parse_formats", "remove_components"]
 
@@ -81,7 +82,7 @@ def remove_components(label: np.ndarray, suv: np.ndarray | None, spacing, rule: 
     """
     if rule.min_suvmax > 0 and suv is None:
         raise ValueError("the SUVmax filter needs the PET SUV volume")
-    voxel_ml = float(np.prod(spacing)) / 1000.0
+    voxel_ml = voxel_volume_ml(spacing)
     label = label.copy()
     removed = []
     for value in (int(v) for v in np.unique(label) if v):
