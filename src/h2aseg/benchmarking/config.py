@@ -17,6 +17,10 @@ A benchmark file is YAML with these sections (unknown keys are an error)::
         seed: 0
         options: {}               # generate_cohort size options (pet_shape, ...)
     seeds: [0, 1]
+    steps:                        # optional: every run trains the same number of optimizer steps
+      total: 1500                 # -> train.epochs = total / per_epoch
+      per_epoch: 50               # -> train.steps_per_epoch (the learning rate and last.pt move per epoch)
+      validate_every: 100         # -> train.val_every = validate_every / per_epoch (the learning curves)
     train: {...}                  # TrainConfig fields shared by every run (seed is set per run)
     predict: {overlap: null, mirror: false}  # overlap null: the inference core's default
     models:
@@ -33,7 +37,9 @@ folder, so a shipped file works from any working directory; absolute paths are t
 
 A row's training settings are, in order of precedence: its own ``train``, its ``protocol``'s settings
 (e.g. ``release`` for ``h2aseg_release`` rows trained as the authors did), the file's shared ``train``;
-the protocol's network keywords go under the row's ``options``.
+the protocol's network keywords go under the row's ``options``. With a ``steps`` section the step
+count is the file's alone: it sets ``epochs``, ``steps_per_epoch`` and ``val_every`` of every run and no
+time budget (``max_minutes``), and a ``train`` section (shared or a row's) that sets one of those is refused.
 """
 
 from __future__ import annotations
@@ -47,7 +53,8 @@ import yaml
 from h2aseg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from h2aseg.errors import ConfigError
 
-__all__ = ["BenchmarkConfig", "DatasetSpec", "ModelSpec", "PredictSpec", "SyntheticSpec", "load_benchmark_config"]
+__all__ = ["BenchmarkConfig", "DatasetSpec", "ModelSpec", "PredictSpec", "StepsSpec", "SyntheticSpec",
+           "load_benchmark_config"]
 
 
 @dataclass
@@ -98,12 +105,42 @@ class PredictSpec:
 
 
 @dataclass
+class StepsSpec:
+    """Equal optimizer steps for every run: ``total`` steps in epochs of ``per_epoch`` steps, validation every
+    ``validate_every`` steps (0: never; both multiples of ``per_epoch``)."""
+
+    total: int
+    per_epoch: int = 50
+    validate_every: int = 100
+
+    #: TrainConfig fields this section decides (a ``train`` section may not set them as well).
+    FIELDS = ("epochs", "steps_per_epoch", "val_every", "max_minutes")
+
+    def train_fields(self) -> dict[str, Any]:
+        return {"epochs": self.total // self.per_epoch, "steps_per_epoch": self.per_epoch,
+                "val_every": self.validate_every // self.per_epoch, "max_minutes": None}
+
+    def problem(self) -> str | None:
+        """What is wrong with these numbers, or None."""
+        numbers = (self.total, self.per_epoch, self.validate_every)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in numbers):
+            return f"steps: total, per_epoch and validate_every must be whole numbers, got {numbers}"
+        if self.total < 1 or self.per_epoch < 1 or self.validate_every < 0:
+            return f"steps: total and per_epoch must be >= 1 and validate_every >= 0, got {numbers}"
+        if self.total % self.per_epoch or self.validate_every % self.per_epoch:
+            return (f"steps: total ({self.total}) and validate_every ({self.validate_every}) must be "
+                    f"multiples of per_epoch ({self.per_epoch})")
+        return None
+
+
+@dataclass
 class BenchmarkConfig:
     """A parsed benchmark file (see the module docstring)."""
 
     title: str = "Benchmark"
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     seeds: list[int] = field(default_factory=lambda: [0])
+    steps: StepsSpec | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     predict: PredictSpec = field(default_factory=PredictSpec)
     models: list[ModelSpec] = field(default_factory=list)
@@ -127,12 +164,15 @@ class BenchmarkConfig:
         return p if p.is_absolute() else Path(out_dir) / p
 
     def run_config(self, spec: ModelSpec, seed: int, root: Path, cache_dir: Path) -> RunConfig:
-        """The :class:`RunConfig` of one (model, seed) run: shared ``train``, the model's overrides, ``seed``."""
+        """The :class:`RunConfig` of one (model, seed) run: shared ``train``, the row's protocol and overrides,
+        ``seed``, and the ``steps`` section's epochs."""
         from h2aseg.training.protocols import PROTOCOLS
 
         protocol = PROTOCOLS[spec.protocol] if spec.protocol else None
         preset = protocol.train if protocol else {}
         train = {**asdict(self.train), **preset, **spec.train, "seed": int(seed)}
+        if self.steps is not None:
+            train.update(self.steps.train_fields())
         if protocol:
             train["protocol"] = protocol.name
         options = {**(protocol.model_options(spec.name) if protocol else {}), **spec.options}
@@ -170,7 +210,8 @@ def _build(cls, raw: Any, where: str, source: str, nested: dict[str, type] | Non
     known = {f.name for f in fields(cls)} - {"source"}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) in {where}: {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+        raise ConfigError(f"{source}: unknown key(s) in {where}: {', '.join(unknown)}; "
+                          f"allowed: {', '.join(sorted(known))}")
     for key, sub in (nested or {}).items():
         if raw.get(key) is not None:
             raw[key] = _build(sub, raw[key], f"{where}.{key}", source)
@@ -188,12 +229,23 @@ def _train_config(raw: Any, where: str, source: str) -> TrainConfig:
         raise ConfigError(f"{source}: {where}: {err}; see h2aseg.config.TrainConfig for the fields") from None
 
 
+def _check_steps_owned(steps: StepsSpec | None, train: Any, where: str, source: str) -> None:
+    """With a ``steps`` section, a ``train`` section may not set the fields it decides."""
+    if steps is None or not isinstance(train, dict):
+        return
+    clash = [key for key in StepsSpec.FIELDS if key in train]
+    if clash:
+        raise ConfigError(f"{source}: {where} sets {', '.join(clash)}, which the steps section decides for "
+                          "every run; remove them (or the steps section)")
+
+
 def parse_benchmark_config(raw: Any, source: str = "<benchmark>") -> BenchmarkConfig:
     """Build and check a :class:`BenchmarkConfig` from a parsed YAML mapping.
 
     Raises:
         ConfigError: one line naming ``source`` and what is wrong (unknown key, unknown model or
-            threshold method, duplicate model id, no seed, bad synthetic kind).
+            threshold method, duplicate model id, no seed, bad synthetic kind, a step count that does not
+            divide into epochs, a ``train`` section that sets what ``steps`` decides).
     """
     from h2aseg.data.layouts import LAYOUTS
     from h2aseg.data.synthetic import KINDS
@@ -205,14 +257,17 @@ def parse_benchmark_config(raw: Any, source: str = "<benchmark>") -> BenchmarkCo
     allowed = {f.name for f in fields(BenchmarkConfig)} - {"source"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise ConfigError(f"{source}: unknown top-level key(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+        raise ConfigError(f"{source}: unknown top-level key(s): {', '.join(unknown)}; "
+                          f"allowed: {', '.join(sorted(allowed))}")
     dataset = _build(DatasetSpec, raw.get("dataset"), "dataset", source, {"synthetic": SyntheticSpec})
     if dataset.layout not in LAYOUTS:
         raise ConfigError(f"{source}: dataset.layout {dataset.layout!r} is not one of {', '.join(LAYOUTS)}")
     if dataset.synthetic is not None and dataset.synthetic.kind not in KINDS:
-        raise ConfigError(f"{source}: dataset.synthetic.kind {dataset.synthetic.kind!r} is not one of {', '.join(KINDS)}")
+        raise ConfigError(f"{source}: dataset.synthetic.kind {dataset.synthetic.kind!r} is not one of "
+                          f"{', '.join(KINDS)}")
     if not dataset.root and dataset.synthetic is None:
-        raise ConfigError(f"{source}: dataset.root is empty; give the dataset folder (or a synthetic section)")
+        raise ConfigError(f"{source}: dataset.root is empty; give the dataset folder "
+                          "(or a synthetic section)")
     if not dataset.root:
         dataset.root = f"data/{dataset.synthetic.kind}"
     seeds = raw.get("seeds", [0])
@@ -220,6 +275,10 @@ def parse_benchmark_config(raw: Any, source: str = "<benchmark>") -> BenchmarkCo
         raise ConfigError(f"{source}: seeds must be a non-empty list of integers, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{source}: seeds {seeds} repeat a value; list each seed once")
+    steps = _build(StepsSpec, raw.get("steps"), "steps", source) if raw.get("steps") is not None else None
+    if steps is not None and steps.problem():
+        raise ConfigError(f"{source}: {steps.problem()}; fix the file")
+    _check_steps_owned(steps, raw.get("train"), "train", source)
     models_raw = raw.get("models") or []
     if not isinstance(models_raw, list):
         raise ConfigError(f"{source}: models must be a list of mappings with at least a name")
@@ -233,6 +292,7 @@ def parse_benchmark_config(raw: Any, source: str = "<benchmark>") -> BenchmarkCo
         except ConfigError as err:
             raise ConfigError(f"{source}: models[{i}]: {err}") from None
         _train_config({**spec.train}, f"models[{i}] ({spec.id}).train", source)
+        _check_steps_owned(steps, spec.train, f"models[{i}] ({spec.id}).train", source)
         if spec.protocol is not None and spec.protocol not in PROTOCOLS:
             raise ConfigError(f"{source}: models[{i}] ({spec.id}): unknown protocol {spec.protocol!r}; "
                               f"choose one of {', '.join(PROTOCOLS)}")
@@ -241,18 +301,21 @@ def parse_benchmark_config(raw: Any, source: str = "<benchmark>") -> BenchmarkCo
     for method in methods:
         if method not in THRESHOLD_METHODS:
             raise ConfigError(
-                f"{source}: threshold method {method!r} is unknown; choose from {', '.join(THRESHOLD_METHODS)}"
+                f"{source}: threshold method {method!r} is unknown; "
+                f"choose from {', '.join(THRESHOLD_METHODS)}"
             )
     ids = [m.id for m in models] + methods
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
-        raise ConfigError(f"{source}: run id(s) {', '.join(duplicates)} appear twice; give each model a unique id")
+        raise ConfigError(f"{source}: run id(s) {', '.join(duplicates)} appear twice; "
+                          "give each model a unique id")
     if not ids:
         raise ConfigError(f"{source}: lists no model and no threshold method; nothing to benchmark")
     return BenchmarkConfig(
         title=str(raw.get("title", "Benchmark")),
         dataset=dataset,
         seeds=list(seeds),
+        steps=steps,
         train=_train_config(raw.get("train"), "train", source),
         predict=_build(PredictSpec, raw.get("predict"), "predict", source),
         models=models,

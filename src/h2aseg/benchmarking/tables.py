@@ -7,7 +7,14 @@ How a cell is made (every table says so in its caption):
   cases only, Precision and Recall over all test cases; HD95 skips cases where the prediction or the
   label is empty);
 * the cell is the average over seeds of those means ± the average over seeds of those stds. The CSV
-  files also give ``seed_std``, the spread of the per-seed means, and how many seeds had finished.
+  files also give ``seed_std``, the spread of the per-seed means, and how many seeds had finished;
+* Tables 1 and 2 also give, per row, Dice as mean ± std over seeds of the per-seed means, the paired
+  per-study Dice difference H2ASeg − row with its bootstrap 95 % interval (marked † when the interval
+  excludes 0), the trainable parameters of the trained network, and the optimizer steps of the finished
+  runs (:mod:`h2aseg.benchmarking.comparison`).
+
+Learning curves (validation Dice by step, every row) go to ``curves.png`` and ``curves.csv``
+(:mod:`h2aseg.benchmarking.curves`).
 
 Table 1 (comparison): every model except the three Table 2 ablations; the single-modality ResUNet-3D
 pair and the SUV threshold rows are references below the compared methods and are not ranked. Best
@@ -28,7 +35,17 @@ from pathlib import Path
 
 import numpy as np
 
-from h2aseg.benchmarking.config import BenchmarkConfig
+from h2aseg.benchmarking.comparison import (
+    Comparisons,
+    count_parameters,
+    difference_columns,
+    format_difference,
+    format_parameters,
+    format_steps,
+    step_counts,
+)
+from h2aseg.benchmarking.config import BenchmarkConfig, ModelSpec
+from h2aseg.benchmarking.curves import collect_curves, plot_curves
 from h2aseg.benchmarking.files import DONE_FILE, ERROR_FILE, EVAL_SUMMARY, TABLES_DIR, TAMW_PER_CASE, run_dir
 from h2aseg.benchmarking.tamw_analysis import TAMW_COLUMNS
 from h2aseg.evaluation.report import METRICS, format_mean_std, markdown_table, write_csv, write_text
@@ -110,10 +127,33 @@ def aggregate_runs(summaries: list[dict]) -> dict:
 
 
 class _Rows:
-    """Collects the finished runs of a benchmark folder."""
+    """Collects the finished runs of a benchmark folder, and per row the comparison columns."""
 
     def __init__(self, config: BenchmarkConfig, out_dir: Path) -> None:
         self.config, self.out_dir = config, Path(out_dir)
+        self.comparisons = Comparisons(config, self.out_dir)
+        self._params: dict[str, int | None] = {}
+
+    def params(self, spec: ModelSpec) -> int | None:
+        if spec.id not in self._params:
+            self._params[spec.id] = count_parameters(self.config, spec)
+        return self._params[spec.id]
+
+    def extras(self, run_id: str, stats: dict | None, spec: ModelSpec | None) -> tuple[list[str], dict]:
+        """Cells (Dice over seeds, H2ASeg − row, parameters, steps) and CSV columns of a row; ``spec`` None
+        for a threshold row (no seeds, no parameters)."""
+        comparison = self.comparisons.against(run_id, seeded=spec is not None)
+        steps = step_counts(self.out_dir, run_id, list(self.config.seeds)) if spec is not None else []
+        params = self.params(spec) if spec is not None else 0
+        seeds_cell = "—"
+        if spec is not None and stats is not None and not math.isnan(stats["dice"]["mean"]):
+            mean, spread = 100 * stats["dice"]["mean"], 100 * stats["dice"]["seed_std"]
+            seeds_cell = f"{mean:.2f}" + (" (1 seed)" if math.isnan(spread) else f" ± {spread:.2f}")
+        cells = [seeds_cell, format_difference(comparison), format_parameters(params),
+                 format_steps(steps) if spec is not None else "—"]
+        columns = {**difference_columns(comparison), "params": "" if params is None else params,
+                   "steps": " ".join(str(n) for n in steps)}
+        return cells, columns
 
     def model(self, run_id: str) -> tuple[dict | None, int]:
         summaries = []
@@ -165,14 +205,29 @@ def _ranking(columns: int, first: int) -> dict[int, bool]:
 
 def _cell_note(config: BenchmarkConfig, cases: tuple[int, int] | None) -> str:
     seeds = ", ".join(str(s) for s in config.seeds)
-    text = (f"Each cell: mean ± std over the test cases of one seed, both averaged over the {len(config.seeds)} "
-            f"seed(s) {seeds}. Dice, Precision, Recall in %, HD95 in mm.")
+    text = (f"Each cell: mean ± std over the test cases of one seed, both averaged over the "
+            f"{len(config.seeds)} seed(s) {seeds}. Dice, Precision, Recall in %, HD95 in mm.")
     if cases and cases[0] and cases[1] < cases[0]:
-        text += (f" AutoPET rule: Dice and HD95 over the {cases[1]} lesion-positive test cases, Precision and "
-                 f"Recall over all {cases[0]}.")
+        text += (f" AutoPET rule: Dice and HD95 over the {cases[1]} lesion-positive test cases, Precision "
+                 f"and Recall over all {cases[0]}.")
     elif cases and cases[0]:
         text += f" {cases[0]} test cases."
     return text + " HD95 leaves out cases with an empty prediction or label."
+
+
+EXTRA_HEADER = ["Dice, seeds", "H2ASeg − row (Dice)", "Params", "Steps"]
+
+
+def _extras_note(rows: _Rows, run_ids: list[str]) -> str:
+    text = (" Dice, seeds: mean ± std over seeds of the per-seed mean Dice. " + rows.comparisons.caption()
+            + " Params: trainable parameters of the trained network. Steps: optimizer steps of the finished "
+            "runs.")
+    seeds = list(rows.config.seeds)
+    counts = sorted({n for run_id in run_ids for n in step_counts(rows.out_dir, run_id, seeds)})
+    if len(counts) > 1:
+        text += (" **The finished runs did not all take the same number of steps "
+                 f"({', '.join(map(str, counts))}): rows are not compared at equal steps.**")
+    return text
 
 
 def table1(config: BenchmarkConfig, rows: _Rows) -> tuple[str, list[dict]]:
@@ -183,26 +238,33 @@ def table1(config: BenchmarkConfig, rows: _Rows) -> tuple[str, list[dict]]:
             continue
         stats, done = rows.model(spec.id)
         group = "reference" if spec.name in REFERENCE_MODELS else "compared"
-        (references if group == "reference" else compared).append((spec.id, spec.name, group, stats, done, len(config.seeds)))
+        target = references if group == "reference" else compared
+        target.append((spec.id, spec.name, group, stats, done, len(config.seeds)))
     for method in config.threshold_methods:
         stats = rows.threshold(method)
         references.append((method, "threshold", "reference", stats, int(stats is not None), 1))
-    header = ["Method", *[METRICS[k][3] for k in TABLE1_METRICS], "Seeds"]
+    specs = {spec.id: spec for spec in config.models}
+    header = ["Method", *[METRICS[k][3] for k in TABLE1_METRICS], *EXTRA_HEADER, "Seeds"]
     md_rows, values, csv_rows = [], [], []
     cases = None
     for run_id, model, group, stats, done, total in compared + references:
         cells, nums = _metric_cells(stats)
+        spec = specs.get(run_id) if model != "threshold" else None
+        extra_cells, extra_columns = rows.extras(run_id, stats, spec)
         title = _label(config, run_id)
-        md_rows.append([title if group == "compared" else f"*{title}*", *cells, f"{done}/{total}"])
-        values.append([math.nan, *(nums if group == "compared" else [math.nan] * len(nums)), math.nan])
+        md_rows.append([title if group == "compared" else f"*{title}*", *cells, *extra_cells,
+                        f"{done}/{total}"])
+        values.append([math.nan, *(nums if group == "compared" else [math.nan] * len(nums)),
+                       *[math.nan] * len(extra_cells), math.nan])
         csv_rows.append({"method": title, "run_id": run_id, "model": model, "group": group,
-                         "seeds_done": done, "seeds_total": total, **_csv_metrics(stats)})
+                         "seeds_done": done, "seeds_total": total, **_csv_metrics(stats), **extra_columns})
         if stats and cases is None:
             cases = stats["_cases"]
     caption = (f"**Table 1.** {config.title}: {config.dataset.name}, test split. {_cell_note(config, cases)} "
-               "Best **bold**, second <u>underlined</u> among the compared methods; *italic* rows are references "
-               "(single-modality networks, SUV thresholds without training) and are not ranked. "
-               "Seeds = finished runs; — = no finished run.")
+               "Best **bold**, second <u>underlined</u> among the compared methods; *italic* rows are "
+               "references (single-modality networks, SUV thresholds without training) and are not ranked. "
+               "Seeds = finished runs; — = no finished run."
+               + _extras_note(rows, [r["run_id"] for r in csv_rows if r["model"] != "threshold"]))
     text = caption + "\n\n" + markdown_table(header, md_rows, _ranking(4, 1), values)
     return text, csv_rows
 
@@ -212,7 +274,7 @@ def table2(config: BenchmarkConfig, rows: _Rows) -> tuple[str, list[dict]]:
     by_name = {}
     for spec in config.models:
         by_name.setdefault(spec.name, spec)
-    header = ["MCSA", "TAMW", *[METRICS[k][3] for k in TABLE1_METRICS], "Seeds"]
+    header = ["MCSA", "TAMW", *[METRICS[k][3] for k in TABLE1_METRICS], *EXTRA_HEADER, "Seeds"]
     md_rows, values, csv_rows = [], [], []
     cases = None
     for name, mcsa, tamw in ABLATION_ROWS:
@@ -221,16 +283,21 @@ def table2(config: BenchmarkConfig, rows: _Rows) -> tuple[str, list[dict]]:
             continue
         stats, done = rows.model(spec.id)
         cells, nums = _metric_cells(stats)
-        md_rows.append(["✓" if mcsa else "", "✓" if tamw else "", *cells, f"{done}/{len(config.seeds)}"])
-        values.append([math.nan, math.nan, *nums, math.nan])
+        extra_cells, extra_columns = rows.extras(spec.id, stats, spec)
+        md_rows.append(["✓" if mcsa else "", "✓" if tamw else "", *cells, *extra_cells,
+                        f"{done}/{len(config.seeds)}"])
+        values.append([math.nan, math.nan, *nums, *[math.nan] * len(extra_cells), math.nan])
         csv_rows.append({"run_id": spec.id, "model": name, "mcsa": mcsa, "tamw": tamw, "seeds_done": done,
-                         "seeds_total": len(config.seeds), **_csv_metrics(stats)})
+                         "seeds_total": len(config.seeds), **_csv_metrics(stats), **extra_columns})
         if stats and cases is None:
             cases = stats["_cases"]
     if not md_rows:
-        return "**Table 2.** No ablation model (dual_resunet3d, h2aseg_no_tamw, h2aseg_no_mcsa, h2aseg) in this benchmark.\n", []
-    caption = (f"**Table 2.** Effects of MCSA and TAMW on {config.dataset.name} (baseline = dual-branch ResUNet-3D "
-               f"with concatenated skips). {_cell_note(config, cases)} Best **bold**, second <u>underlined</u>.")
+        return ("**Table 2.** No ablation model (dual_resunet3d, h2aseg_no_tamw, h2aseg_no_mcsa, h2aseg) in "
+                "this benchmark.\n"), []
+    caption = (f"**Table 2.** Effects of MCSA and TAMW on {config.dataset.name} (baseline = dual-branch "
+               f"ResUNet-3D with concatenated skips). {_cell_note(config, cases)} Best **bold**, second "
+               "<u>underlined</u>."
+               + _extras_note(rows, [r["run_id"] for r in csv_rows]))
     return caption + "\n\n" + markdown_table(header, md_rows, _ranking(4, 2), values), csv_rows
 
 
@@ -255,10 +322,10 @@ def table3(config: BenchmarkConfig, out_dir: Path) -> tuple[str, list[dict]]:
             for depth in sorted({int(r["depth"]) for r in rows}):
                 chosen = [r for r in rows if int(r["depth"]) == depth]
                 n_cases = len(chosen)
-                depths[depth] = {
-                    col: (float(np.mean([float(r[col]) for r in chosen])), float(np.std([float(r[col]) for r in chosen])))
-                    for col in TAMW_COLUMNS
-                }
+                depths[depth] = {}
+                for col in TAMW_COLUMNS:
+                    column = [float(r[col]) for r in chosen]
+                    depths[depth][col] = (float(np.mean(column)), float(np.std(column)))
             per_seed.append(depths)
         if not per_seed:
             continue
@@ -266,7 +333,8 @@ def table3(config: BenchmarkConfig, out_dir: Path) -> tuple[str, list[dict]]:
         md_rows = []
         for depth in sorted({d for seed in per_seed for d in seed}):
             present = [seed[depth] for seed in per_seed if depth in seed]
-            cells, row = [str(depth)], {"run_id": spec.id, "model": spec.name, "depth": depth, "seeds_done": len(present)}
+            cells = [str(depth)]
+            row = {"run_id": spec.id, "model": spec.name, "depth": depth, "seeds_done": len(present)}
             for col in TAMW_COLUMNS:
                 mean = float(np.mean([p[col][0] for p in present]))
                 std = float(np.mean([p[col][1] for p in present]))
@@ -277,18 +345,23 @@ def table3(config: BenchmarkConfig, out_dir: Path) -> tuple[str, list[dict]]:
         title = spec.label or DISPLAY_NAMES.get(spec.name, spec.name)
         blocks.append(f"{title} ({len(per_seed)}/{len(config.seeds)} seeds, {n_cases} test cases):\n\n"
                       + markdown_table(header, md_rows))
-    caption = ("**Table 3.** Effects (%) of PET/CT in TAMW for emphasis at different depths: share of the PET "
-               "channels and of the CT channels of F^k whose TAMW term is added (emphasised): weight > 0 in Eq. 4; "
-               "for h2aseg_release, which subtracts the background term, background weight < 0. Per test case, each channel's weight is the average over the case's "
-               "sliding-window patches, weighted by each patch's mean foreground probability (background: one "
+    caption = ("**Table 3.** Effects (%) of PET/CT in TAMW for emphasis at different depths: share of the "
+               "PET channels and of the CT channels of F^k whose TAMW term is added (emphasised): weight > 0 in "
+               "Eq. 4; for h2aseg_release, which subtracts the background term, background weight < 0. Per "
+               "test case, each channel's weight is the average over the case's sliding-window patches, "
+               "weighted by each patch's mean foreground probability (background: one "
                "minus it). Each cell: mean ± std over the test cases of one seed, both averaged over seeds.")
     if not blocks:
         return caption + "\n\nNo finished run of a model with TAMW.\n", []
     return caption + "\n\n" + "\n".join(blocks), csv_rows
 
 
-def runs_overview(config: BenchmarkConfig, out_dir: Path) -> list[dict]:
-    """One row per run: status, training time and steps, Dice (the ``runs.csv`` file)."""
+def runs_overview(
+    config: BenchmarkConfig, out_dir: Path, params: dict[str, int | None] | None = None
+) -> list[dict]:
+    """One row per run: status, training time and steps, Dice, and the network's parameters when ``params``
+    (by run id) is given (the ``runs.csv`` file)."""
+    params = params or {}
     rows = []
     jobs = [(m.id, m.name, s) for m in config.models for s in config.seeds]
     jobs += [(t, "threshold", None) for t in config.threshold_methods]
@@ -302,12 +375,28 @@ def runs_overview(config: BenchmarkConfig, out_dir: Path) -> list[dict]:
                      "train_minutes": round(float(info["seconds"]) / 60, 2) if info.get("seconds") else "",
                      "stopped_by": info.get("stopped_by", ""), "steps": info.get("steps", ""),
                      "predict_seconds": info.get("predict_seconds", ""),
-                     "dice_pct": "" if math.isnan(dice) else round(100 * dice, 2)})
+                     "dice_pct": "" if math.isnan(dice) else round(100 * dice, 2),
+                     "params": params.get(run_id) if params.get(run_id) is not None else ""})
     return rows
 
 
+def _write_curves(config: BenchmarkConfig, out_dir: Path, target: Path) -> list[Path]:
+    """``curves.csv`` and ``curves.png`` (Table 1 rows, Table 2 rows) when some run has validated."""
+    curve_rows = collect_curves(config, out_dir)
+    if not curve_rows:
+        return []
+    table1_ids = [(s.id, _label(config, s.id)) for s in config.models if s.name not in ABLATION_ONLY]
+    by_name = {s.name: s for s in reversed(config.models)}
+    table2_ids = [(by_name[n].id, _label(config, by_name[n].id)) for n, _, _ in ABLATION_ROWS if n in by_name]
+    groups = (("Table 1 networks", table1_ids), ("Table 2 ablation", table2_ids))
+    panels = [(title, ids) for title, ids in groups if ids]
+    plot = plot_curves(curve_rows, panels, target / "curves.png", f"{config.title}: validation Dice by step")
+    return [write_csv(curve_rows, target / "curves.csv"), *([plot] if plot else [])]
+
+
 def write_tables(config: BenchmarkConfig, out_dir: Path) -> list[Path]:
-    """Write ``OUT/tables/table{1,2,3}.{md,csv}``, ``runs.csv`` and ``tables.md`` (all three); returns the paths."""
+    """Write ``OUT/tables/table{1,2,3}.{md,csv}``, ``runs.csv``, ``tables.md`` (all three) and the learning
+    curves ``curves.{csv,png}``; returns the paths."""
     out_dir = Path(out_dir)
     target = out_dir / TABLES_DIR
     rows = _Rows(config, out_dir)
@@ -322,6 +411,8 @@ def write_tables(config: BenchmarkConfig, out_dir: Path) -> list[Path]:
         texts.append(text)
         if csv_rows:
             written.append(write_csv(csv_rows, target / f"{name}.csv"))
-    written.append(write_csv(runs_overview(config, out_dir), target / "runs.csv"))
+    params = {spec.id: rows.params(spec) for spec in config.models}
+    written.append(write_csv(runs_overview(config, out_dir, params), target / "runs.csv"))
+    written += _write_curves(config, out_dir, target)
     written.append(write_text(f"# {config.title}\n\n" + "\n\n".join(texts), target / "tables.md"))
     return written
