@@ -47,10 +47,16 @@ def _csv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def test_every_run_of_a_steps_benchmark_takes_the_same_optimizer_steps(tmp_path, one_thread):
+def test_every_run_of_a_steps_benchmark_takes_the_same_optimizer_steps(tmp_path, one_thread, caplog):
     config_path = tmp_path / "steps.yaml"
     config_path.write_text(yaml.safe_dump(STEPS_BENCHMARK, sort_keys=False))
     out = tmp_path / "out"
+    # one seed of every row first (resumable), then the rest
+    assert cli_main(["benchmark", "--config", str(config_path), "--out", str(out), "--seeds", "0"]) == 0
+    assert not (out / "runs" / "unet3d" / "seed1").exists()
+    assert {r["seed"]: r["status"] for r in _csv(out / "tables" / "runs.csv")} == {"0": "done", "1": "missing"}
+    assert cli_main(["benchmark", "--config", str(config_path), "--out", str(out), "--seeds", "5"]) != 0
+    assert "--seeds 5: not in" in caplog.text
     assert cli_main(["benchmark", "--config", str(config_path), "--out", str(out)]) == 0
     for model in ("unet3d", "resunet3d"):
         for seed in (0, 1):

@@ -41,6 +41,15 @@ def add_parser(subparsers) -> None:
         help="run only these model ids or threshold methods (tables still include every finished run)",
     )
     parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=None,
+        metavar="K",
+        help="run only these of the file's seeds (e.g. one seed of every row first; tables include every "
+        "finished run of the file's seeds)",
+    )
+    parser.add_argument(
         "--tables-only",
         action="store_true",
         help="do not train or predict; rebuild the tables from finished runs",
@@ -51,13 +60,23 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``benchmark``; returns 0, or 1 when some run failed (the tables are written either way)."""
+    from dataclasses import replace
+
     from h2aseg.benchmarking.config import load_benchmark_config
     from h2aseg.benchmarking.runner import BenchmarkRunner
     from h2aseg.benchmarking.tables import write_tables
+    from h2aseg.errors import ConfigError
 
     config = load_benchmark_config(args.config)
     out = args.out if args.out is not None else Path("runs") / "benchmarks" / Path(args.config).stem
-    runner = BenchmarkRunner(config, out, only=args.only, progress=args.progress, echo=logger.info)
+    run_config = config
+    if args.seeds:
+        unknown = [s for s in args.seeds if s not in config.seeds]
+        if unknown:
+            raise ConfigError(f"--seeds {' '.join(map(str, unknown))}: not in {args.config} "
+                              f"(seeds {config.seeds}); choose from those")
+        run_config = replace(config, seeds=[s for s in config.seeds if s in args.seeds])
+    runner = BenchmarkRunner(run_config, out, only=args.only, progress=args.progress, echo=logger.info)
     failed = 0
     if not args.tables_only:
         records = runner.run()
