@@ -188,3 +188,11 @@ def test_tables_mark_differences_whose_interval_excludes_zero(tmp_path):
     assert "+0.00 [+0.00, +0.00]" in dual_line and "†" not in dual_line
     assert "excludes 0" in md1 and "Params" in md1
     assert "same number of steps" not in (tmp_path / "tables" / "table2.md").read_text()
+
+
+def test_a_difference_on_too_few_studies_is_never_marked():
+    from h2aseg.benchmarking.comparison import Comparison, format_difference
+
+    one = Comparison(paired_bootstrap([0.6], [0.2], n_resamples=100).scaled(100.0), (0,))
+    assert one.result.excludes_zero and not one.significant  # a zero-width interval from one study
+    assert format_difference(one) == "+40.00 [+40.00, +40.00] (n = 1: too few to mark)"

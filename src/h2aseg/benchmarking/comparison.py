@@ -39,6 +39,9 @@ REFERENCE_NAMES = ("h2aseg", "h2aseg_release")
 N_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE = 10_000, 0, 0.95
 #: Marks a difference whose interval excludes 0.
 SIGNIFICANT_MARK = "†"
+#: Fewer paired studies than this are never marked: resampling 1-4 studies gives an interval that says nothing
+#: (one study: every resample is that study, a zero-width interval).
+MIN_STUDIES = 5
 
 
 def per_study_dice(folder: Path) -> dict[str, float] | None:
@@ -82,7 +85,8 @@ class Comparison:
 
     @property
     def significant(self) -> bool:
-        return self.result.excludes_zero
+        """The interval excludes 0 and rests on at least :data:`MIN_STUDIES` studies."""
+        return self.result.n >= MIN_STUDIES and self.result.excludes_zero
 
 
 class Comparisons:
@@ -135,7 +139,8 @@ class Comparisons:
                 "minus the row, over the studies of the Dice column, each study's Dice averaged over the seeds "
                 "both rows finished (threshold rows: over H2ASeg's seeds); [low, high] is the bootstrap "
                 f"{100 * CONFIDENCE:.0f} % interval over studies ({N_RESAMPLES:,} resamples, seed "
-                f"{BOOTSTRAP_SEED}); {SIGNIFICANT_MARK} = the interval excludes 0.")
+                f"{BOOTSTRAP_SEED}); {SIGNIFICANT_MARK} = the interval excludes 0 (never marked with fewer "
+                f"than {MIN_STUDIES} studies).")
 
 
 def format_difference(comparison: Comparison | None) -> str:
@@ -144,6 +149,8 @@ def format_difference(comparison: Comparison | None) -> str:
         return "—"
     r = comparison.result
     mark = f" {SIGNIFICANT_MARK}" if comparison.significant else ""
+    if r.n < MIN_STUDIES:
+        mark = f" (n = {r.n}: too few to mark)"
     return f"{r.mean_difference:+.2f} [{r.low:+.2f}, {r.high:+.2f}]{mark}"
 
 
