@@ -88,7 +88,7 @@ def plot_curves(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 6.2), squeeze=False, sharey=True)
     colours = plt.get_cmap("tab10")
     for ax, (panel_title, members) in zip(axes[0], panels):
         for index, (run_id, label) in enumerate(members):
@@ -105,8 +105,8 @@ def plot_curves(
         ax.set_title(panel_title, fontsize=10)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7, loc="lower right")
+        if ax.get_legend_handles_labels()[0]:  # below the panel, so no curve is hidden
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     axes[0][0].set_ylabel("validation Dice (lesion-positive studies)")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
