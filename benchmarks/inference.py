@@ -330,6 +330,8 @@ def agreement(args) -> None:
     loaded = load_trained_model(Path(args.run))
     plain = load_trained_model(Path(args.run), channels_last=False)
     base = inference_settings(loaded, PredictOptions())
+    if args.overlap is not None:  # compare the fast path's precision and skipping at another overlap
+        base = dataclasses.replace(base, overlap=args.overlap)
     variants = {"new": base, "no-skip": dataclasses.replace(base, skip_suv=None),
                 "fp32": dataclasses.replace(base, precision="fp32"),
                 "exhaustive-fp32": dataclasses.replace(base, precision="fp32", skip_suv=None),
@@ -401,6 +403,7 @@ def main() -> None:
     p.add_argument("--run", required=True, help="trained run folder (best.pt or last.pt)")
     p.add_argument("--data", required=True, help="its cohort; the run's test split is used when it has one")
     p.add_argument("--cases", type=int, default=8)
+    p.add_argument("--overlap", type=float, default=None, help="overlap of 'new' (default: the core's default)")
     p.add_argument("--variants", nargs="+", default=["no-skip", "fp32", "exhaustive-fp32", "overlap0.5", "old"],
                    help="compared with the new default")
     p.set_defaults(func=agreement)

@@ -41,15 +41,17 @@ import torch
 from h2aseg.errors import ConfigError
 from h2aseg.inference.precision import autocast_dtype
 
-#: Sliding-window overlap of validation, the benchmark and ``predict`` (before this core ``predict`` used 0.5,
-#: validation and the benchmark 0.25). Measured (``benchmarks/results/inference_cpu.md``, 2-core EPYC):
-#: 0.5 runs 2.4–2.9× the windows of 0.25 (200 vs 84 windows of 128×128×64 on the whole-body study, 7,920 vs
-#: 2,730 of 32³). On our two briefly trained 4–64 networks (validation Dice 0.07 and 0.10) labels at 0.25 and
-#: 0.5 differ (Dice between them 0.79 over 8 demo and 0.91 over 11 small-lesion test studies) without a
-#: consistent accuracy difference (mean Dice to truth on the lesion-positive studies: demo 0.077 at 0.25 and
-#: 0.088 at 0.5, small-lesion 0.024 and 0.023). 0.25 stays the default: validation and the benchmark tables
-#: were always at 0.25. To re-measure on a well-trained network, whose outputs depend less on blending.
-DEFAULT_OVERLAP = 0.25
+#: Sliding-window overlap of validation, the benchmark and ``predict`` (nnU-Net's 0.5; MONAI's default is 0.25).
+#: Measured (``benchmarks/results/inference_cpu.md``, 2-core EPYC): 0.5 runs 2–2.9× the windows of 0.25 (200 vs
+#: 84 windows of 128×128×64 on the whole-body study, 36 vs 18 of 32³ on a 64×64×80 study). On two networks
+#: trained on the small-lesion report cohort (H2ASeg and BasicUNet, validation Dice 0.48 and 0.50; 16 test
+#: studies) the labels at 0.25 and 0.5 differ a lot (Dice between them 0.57 and 0.69) and **0.25 loses
+#: detections**: of the components the old exhaustive path (MONAI, fp32, 0.5) finds, 0.25 finds 44 of 63
+#: (H2ASeg) and 61 of 71 (BasicUNet); this core at 0.5 finds 60 of 63 and 71 of 71. Dice to the truth on the
+#: lesion-positive studies is level (H2ASeg 16.5 % at 0.25 and 18.1 % at 0.5; BasicUNet 17.3 % and 16.8 %).
+#: Small lesions near a window border are what a lower overlap misses, so 0.5 is the default; ``--overlap
+#: 0.25`` halves the time where that is acceptable.
+DEFAULT_OVERLAP = 0.5
 #: Windows whose PET maximum stays below this SUV are predicted as background without the network.
 DEFAULT_SKIP_SUV = 1.0
 #: Gaussian blending width as a fraction of the patch (nnU-Net's and MONAI's 1/8).
