@@ -45,7 +45,7 @@ import SimpleITK as sitk
 from h2aseg.atomic import atomic_open
 from h2aseg.constants import CT_FLOOR_HU
 from h2aseg.data.content import CONTENT_CHECKS, content_findings, resolve_skipped, volume_stats
-from h2aseg.data.io import from_array, read_ct, read_image, read_pet, to_array
+from h2aseg.data.io import from_array, read_ct, read_label, read_pet, to_array
 from h2aseg.data.layouts import Case, CaseProblem
 from h2aseg.errors import DataError
 
@@ -197,11 +197,7 @@ def _overlap_box(ct: sitk.Image, pet: sitk.Image, case: Case, min_overlap: float
 
 def _read_label(case: Case, config: PreprocessConfig) -> sitk.Image:
     assert case.label is not None
-    label = read_image(case.label, config.max_voxels)
-    if label.GetDimension() != 3 or label.GetNumberOfComponentsPerPixel() != 1:
-        raise DataError(
-            f"case {case.case_id}: {case.label}: label is not a scalar 3-D volume (size {label.GetSize()})"
-        )
+    label = read_label(case.label, config.max_voxels)
     values = to_array(label)
     _check_finite(values, case, case.label, "label")
     found = np.unique(values)
@@ -422,10 +418,7 @@ def restore_to_original(array: np.ndarray, meta: dict, is_label: bool = True, gr
     array = np.asarray(array)
     if tuple(array.shape) != tuple(meta["grid"]["size"]):
         raise ValueError(f"array shape {array.shape} differs from the processing grid {meta['grid']['size']}")
-    source = sitk.GetImageFromArray(np.ascontiguousarray(array.astype(np.float32).transpose(2, 1, 0)))
-    source.SetSpacing(meta["grid"]["spacing"])
-    source.SetOrigin(meta["grid"]["origin"])
-    source.SetDirection(meta["grid"]["direction"])
+    source = from_array(array.astype(np.float32, copy=False), _reference(meta["grid"]))
     ref = _reference(meta[f"original_{grid}"])
     interp = sitk.sitkNearestNeighbor if is_label else sitk.sitkLinear
     out = sitk.Resample(source, ref, sitk.Transform(), interp, 0.0, sitk.sitkFloat32)
