@@ -42,17 +42,31 @@ import torch
 
 SHAPE, SPACING = (400, 400, 326), (2.04, 2.04, 3.0)
 PATCH = (128, 128, 64)
-NEW_VARIANTS = {"new": [], "new-no-skip": ["--no-skip"], "new-fp32": ["--precision", "fp32"],
-                "new-overlap0.5": ["--overlap", "0.5"]}
+NEW_VARIANTS = {
+    "new": [],
+    "new-no-skip": ["--no-skip"],
+    "new-fp32": ["--precision", "fp32"],
+    "new-overlap0.5": ["--overlap", "0.5"],
+}
 
 
 def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "?")
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+            if line.startswith("Model name")
+        ),
+        "?",
+    )
     flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split()
-    return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__,
-            "bf16_flags": sorted(f for f in flags if "bf16" in f or f.startswith("amx")),
-            "load_average": os.getloadavg()}
+    return {
+        "cpu": model,
+        "cores": len(os.sched_getaffinity(0)),
+        "torch": torch.__version__,
+        "bf16_flags": sorted(f for f in flags if "bf16" in f or f.startswith("amx")),
+        "load_average": os.getloadavg(),
+    }
 
 
 def device_name(device: str) -> str:
@@ -67,8 +81,17 @@ def make_study(work: Path) -> Path:
 
     root = work / "study"
     if not any(root.glob("*/*/SUV.nii.gz")):
-        generate_cohort("autopet", root, 1, seed=7, pet_shape=SHAPE, pet_spacing=SPACING, ct_spacing=SPACING,
-                        lesion_free_fraction=0.0, multi_study_fraction=0.0)
+        generate_cohort(
+            "autopet",
+            root,
+            1,
+            seed=7,
+            pet_shape=SHAPE,
+            pet_spacing=SPACING,
+            ct_spacing=SPACING,
+            lesion_free_fraction=0.0,
+            multi_study_fraction=0.0,
+        )
     return root
 
 
@@ -93,16 +116,37 @@ def reference_probabilities(model, ct, pet, patch, how: str, device: str = "cpu"
 
     from h2aseg.inference.core import class_probabilities
 
-    volume = torch.cat((torch.as_tensor(ct).reshape(1, 1, *ct.shape[-3:]),
-                        torch.as_tensor(pet).reshape(1, 1, *pet.shape[-3:])), dim=1)
+    volume = torch.cat(
+        (
+            torch.as_tensor(ct).reshape(1, 1, *ct.shape[-3:]),
+            torch.as_tensor(pet).reshape(1, 1, *pet.shape[-3:]),
+        ),
+        dim=1,
+    )
     with torch.no_grad():
         if how == "old":
-            out = sliding_window_inference(volume, tuple(patch), 2, lambda x: class_probabilities(
-                model(x[:, :1], x[:, 1:]).float()), overlap=0.5, mode="gaussian", progress=False, sw_device=device,
-                device="cpu")
+            out = sliding_window_inference(
+                volume,
+                tuple(patch),
+                2,
+                lambda x: class_probabilities(model(x[:, :1], x[:, 1:]).float()),
+                overlap=0.5,
+                mode="gaussian",
+                progress=False,
+                sw_device=device,
+                device="cpu",
+            )
         else:  # what a user writes: the defaults, logits blended, activation after
-            out = class_probabilities(sliding_window_inference(volume, tuple(patch), 1, lambda x: model(
-                x[:, :1], x[:, 1:]), sw_device=device, device="cpu"))
+            out = class_probabilities(
+                sliding_window_inference(
+                    volume,
+                    tuple(patch),
+                    1,
+                    lambda x: model(x[:, :1], x[:, 1:]),
+                    sw_device=device,
+                    device="cpu",
+                )
+            )
     return out[0]
 
 
@@ -119,7 +163,9 @@ def run_reference(checkpoint: Path, study: Path, out: Path, how: str, device: st
     stages, clock = {}, time.perf_counter()
     data = preprocess_case(case, loaded.preprocess)
     stages["read+preprocess"], clock = time.perf_counter() - clock, time.perf_counter()
-    probabilities = reference_probabilities(loaded.model, data["ct"], data["pet"], loaded.patch_size, how, device)
+    probabilities = reference_probabilities(
+        loaded.model, data["ct"], data["pet"], loaded.patch_size, how, device
+    )
     stages["network+blend"], clock = time.perf_counter() - clock, time.perf_counter()
     image = restore_to_original(probabilities_to_label(probabilities).numpy(), data["meta"], is_label=True)
     stages["restore"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -139,37 +185,79 @@ def measure(command: list[str], work: Path) -> dict:
     """Wall time and peak RSS of one child process (GNU ``/usr/bin/time``: that process's own high-water mark)."""
     report = work / "time.txt"
     start = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", str(report), *command], capture_output=True, text=True)
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", "-o", str(report), *command], capture_output=True, text=True
+    )
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     peak_kib = int(report.read_text().split()[-1])
-    return {"wall_s": round(wall, 1), "peak_rss_gb": round(peak_kib / 1024**2, 2),
-            "stdout": done.stdout.strip().splitlines()[-3:]}
+    return {
+        "wall_s": round(wall, 1),
+        "peak_rss_gb": round(peak_kib / 1024**2, 2),
+        "stdout": done.stdout.strip().splitlines()[-3:],
+    }
 
 
 def speed(args) -> None:
     work = Path(args.work)
     study = make_study(work)
     checkpoint = Path(args.checkpoint) if args.checkpoint else make_checkpoint(work)
-    results = {"machine_before": machine(), "checkpoint": str(checkpoint), "device": device_name(args.device),
-               "study": str(study), "grid": SHAPE, "spacing": SPACING,
-               "network": "h2aseg 8-128, 128x128x64" if not args.checkpoint else "see checkpoint", "runs": {}}
+    results = {
+        "machine_before": machine(),
+        "checkpoint": str(checkpoint),
+        "device": device_name(args.device),
+        "study": str(study),
+        "grid": SHAPE,
+        "spacing": SPACING,
+        "network": "h2aseg 8-128, 128x128x64" if not args.checkpoint else "see checkpoint",
+        "runs": {},
+    }
     exe = Path(sys.executable).parent / "h2aseg"
     for mode in args.modes:
         out = work / "out" / (mode if not args.checkpoint else f"{mode}-{Path(args.checkpoint).name}")
         if mode in NEW_VARIANTS:
-            command = [str(exe), "predict", "--model", str(checkpoint), "--input", str(study), "--layout", "autopet",
-                       "--out", str(out), "--timings", "--no-progress", "--device", args.device, *NEW_VARIANTS[mode]]
+            command = [
+                str(exe),
+                "predict",
+                "--model",
+                str(checkpoint),
+                "--input",
+                str(study),
+                "--layout",
+                "autopet",
+                "--out",
+                str(out),
+                "--timings",
+                "--no-progress",
+                "--device",
+                args.device,
+                *NEW_VARIANTS[mode],
+            ]
         else:
-            command = [sys.executable, __file__, "child", "--how", mode, "--checkpoint", str(checkpoint),
-                       "--study", str(study), "--out", str(out), "--device", args.device]
+            command = [
+                sys.executable,
+                __file__,
+                "child",
+                "--how",
+                mode,
+                "--checkpoint",
+                str(checkpoint),
+                "--study",
+                str(study),
+                "--out",
+                str(out),
+                "--device",
+                args.device,
+            ]
         results["runs"][mode] = measure(command, work)
         results["runs"][mode]["load_average_after"] = os.getloadavg()
         print(json.dumps({mode: results["runs"][mode]}), file=sys.stderr, flush=True)
     runs = results["runs"]
     if "new" in runs:
-        results["speedup_vs"] = {m: round(runs[m]["wall_s"] / runs["new"]["wall_s"], 2) for m in runs if m != "new"}
+        results["speedup_vs"] = {
+            m: round(runs[m]["wall_s"] / runs["new"]["wall_s"], 2) for m in runs if m != "new"
+        }
     results["machine_after"] = machine()
     print(json.dumps(results, indent=1))
 
@@ -177,8 +265,13 @@ def speed(args) -> None:
 # ----------------------------------------------------------------------------- per-window costs, interleaved
 #: Network configurations of the paths: (autocast dtype, windows per call, channels-last).
 #: Windows per call 0: the core's default for the patch.
-PATH_NETWORKS = {"new": (torch.bfloat16, 0, False), "new-fp32": (None, 0, False), "new-channels-last": (torch.bfloat16, 0, True),
-                 "old": (None, 2, False), "monai": (None, 1, False)}
+PATH_NETWORKS = {
+    "new": (torch.bfloat16, 0, False),
+    "new-fp32": (None, 0, False),
+    "new-channels-last": (torch.bfloat16, 0, True),
+    "old": (None, 2, False),
+    "monai": (None, 1, False),
+}
 
 
 def window_counts(pet: np.ndarray, patch, suv_scale: float) -> dict:
@@ -186,8 +279,12 @@ def window_counts(pet: np.ndarray, patch, suv_scale: float) -> dict:
     from h2aseg.inference.core import DEFAULT_SKIP_SUV, window_starts
 
     counts = {}
-    for name, overlap, skip in (("new", 0.25, True), ("new-no-skip", 0.25, False), ("old", 0.5, False),
-                                ("monai", 0.25, False)):
+    for name, overlap, skip in (
+        ("new", 0.25, True),
+        ("new-no-skip", 0.25, False),
+        ("old", 0.5, False),
+        ("monai", 0.25, False),
+    ):
         starts = [window_starts(n, p, overlap) for n, p in zip(pet.shape, patch)]
         total = run = 0
         for x in starts[0]:
@@ -228,34 +325,37 @@ def windows(args) -> None:
     results["counts"] = window_counts(pet, patch, loaded.preprocess.suv_scale)
     # a body window in the middle of the study (what the network sees most)
     x, y, z = ((n - p) // 2 for n, p in zip(pet.shape, patch))
-    window = torch.stack([torch.from_numpy(a[x : x + patch[0], y : y + patch[1], z : z + patch[2]].copy())
-                          for a in (ct, pet)])[None]
+    window = torch.stack(
+        [torch.from_numpy(a[x : x + patch[0], y : y + patch[1], z : z + patch[2]].copy()) for a in (ct, pet)]
+    )[None]
     model = loaded.model
     seconds = {name: [] for name in PATH_NETWORKS}
     with torch.inference_mode():
         repeat = max(1, int(args.min_seconds / max(_one_call(model, window), 1e-3)))
     results["calls_per_measurement"] = repeat
     for round_ in range(args.rounds + 1):
-            for name, (dtype, batch, channels_last) in PATH_NETWORKS.items():
-                batch = batch or InferenceSettings(patch).windows_per_call  # the core's default for this patch
-                layout = torch.channels_last_3d if channels_last else torch.contiguous_format
-                model = model.to(memory_format=layout)
-                inputs = window.expand(batch, -1, -1, -1, -1).contiguous(memory_format=layout)
-                clock = time.perf_counter()
-                with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-                    for _ in range(repeat):
-                        model(inputs[:, :1], inputs[:, 1:])
-                if round_:  # round 0 warms every configuration up
-                    seconds[name].append((time.perf_counter() - clock) / batch / repeat)
+        for name, (dtype, batch, channels_last) in PATH_NETWORKS.items():
+            batch = batch or InferenceSettings(patch).windows_per_call  # the core's default for this patch
+            layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+            model = model.to(memory_format=layout)
+            inputs = window.expand(batch, -1, -1, -1, -1).contiguous(memory_format=layout)
+            clock = time.perf_counter()
+            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+                for _ in range(repeat):
+                    model(inputs[:, :1], inputs[:, 1:])
+            if round_:  # round 0 warms every configuration up
+                seconds[name].append((time.perf_counter() - clock) / batch / repeat)
     per_window = {name: round(float(np.median(v)), 3) for name, v in seconds.items()}
     results["seconds_per_window_median"] = per_window
     results["seconds_per_window_all"] = {k: [round(t, 2) for t in v] for k, v in seconds.items()}
     counts = results["counts"]
-    network = {"new": counts["new"]["run"] * per_window["new"],
-               "new-no-skip": counts["new-no-skip"]["run"] * per_window["new"],
-               "new-fp32": counts["new"]["run"] * per_window["new-fp32"],
-               "old": counts["old"]["run"] * per_window["old"],
-               "monai": counts["monai"]["run"] * per_window["monai"]}
+    network = {
+        "new": counts["new"]["run"] * per_window["new"],
+        "new-no-skip": counts["new-no-skip"]["run"] * per_window["new"],
+        "new-fp32": counts["new"]["run"] * per_window["new-fp32"],
+        "old": counts["old"]["run"] * per_window["old"],
+        "monai": counts["monai"]["run"] * per_window["monai"],
+    }
     results["network_seconds_projected"] = {k: round(v, 1) for k, v in network.items()}
     results["network_ratio_vs_new"] = {k: round(v / network["new"], 2) for k, v in network.items()}
     results["machine_after"] = machine()
@@ -277,7 +377,9 @@ def train_step(args) -> None:
     for name, autocast in (("fp32", None), ("amp", dtype)):
         torch.manual_seed(0)
         model = build_model("h2aseg", **model_options_for("h2aseg", {"channels": channels}, patch)).train()
-        scaler = torch.amp.GradScaler("cpu", enabled=autocast is not None)  # as the trainer: skips non-finite steps
+        scaler = torch.amp.GradScaler(
+            "cpu", enabled=autocast is not None
+        )  # as the trainer: skips non-finite steps
         setups[name] = (model, build_optimizer(model, 1e-3, 1e-5), autocast, scaler)
     loss_fn = DeepSupervisionLoss(1)
     generator = torch.Generator().manual_seed(0)
@@ -299,9 +401,22 @@ def train_step(args) -> None:
                 seconds[name].append(time.perf_counter() - clock)
                 losses[name].append(round(loss.item(), 4))
     median = {k: round(float(np.median(v)), 3) for k, v in seconds.items()}
-    print(json.dumps({"machine": machine(), "threads": torch.get_num_threads(), "patch": patch, "channels": channels,
-                      "batch": args.batch, "amp_dtype": str(dtype), "seconds_per_step_median": median,
-                      "fp32_over_amp": round(median["fp32"] / median["amp"], 2), "losses": losses}, indent=1))
+    print(
+        json.dumps(
+            {
+                "machine": machine(),
+                "threads": torch.get_num_threads(),
+                "patch": patch,
+                "channels": channels,
+                "batch": args.batch,
+                "amp_dtype": str(dtype),
+                "seconds_per_step_median": median,
+                "fp32_over_amp": round(median["fp32"] / median["amp"], 2),
+                "losses": losses,
+            },
+            indent=1,
+        )
+    )
 
 
 # ------------------------------------------------------------------------------------------ agreement
@@ -332,10 +447,13 @@ def agreement(args) -> None:
     base = inference_settings(loaded, PredictOptions())
     if args.overlap is not None:  # compare the fast path's precision and skipping at another overlap
         base = dataclasses.replace(base, overlap=args.overlap)
-    variants = {"new": base, "no-skip": dataclasses.replace(base, skip_suv=None),
-                "fp32": dataclasses.replace(base, precision="fp32"),
-                "exhaustive-fp32": dataclasses.replace(base, precision="fp32", skip_suv=None),
-                "overlap0.5": dataclasses.replace(base, overlap=0.5)}
+    variants = {
+        "new": base,
+        "no-skip": dataclasses.replace(base, skip_suv=None),
+        "fp32": dataclasses.replace(base, precision="fp32"),
+        "exhaustive-fp32": dataclasses.replace(base, precision="fp32", skip_suv=None),
+        "overlap0.5": dataclasses.replace(base, overlap=0.5),
+    }
     variants = {k: v for k, v in variants.items() if k == "new" or k in args.variants}
     splits_file = Path(args.run) / "splits.json"
     cases = {c.case_id: c for c in discover_cases(Path(args.data), "auto", require_labels=True).cases}
@@ -347,18 +465,30 @@ def agreement(args) -> None:
         labels, windows = {}, {}
         for name, settings in variants.items():
             stats, clock = InferenceStats(), time.perf_counter()
-            labels[name] = probabilities_to_label(predict_probabilities(loaded.model, data["ct"], data["pet"],
-                                                                        settings, stats)).numpy() > 0
+            labels[name] = (
+                probabilities_to_label(
+                    predict_probabilities(loaded.model, data["ct"], data["pet"], settings, stats)
+                ).numpy()
+                > 0
+            )
             seconds[name] += time.perf_counter() - clock
             windows[name] = f"{stats.windows_run}/{stats.windows}"
         if "old" in args.variants:
             clock = time.perf_counter()
-            labels["old"] = probabilities_to_label(reference_probabilities(plain.model, data["ct"], data["pet"],
-                                                                           loaded.patch_size, "old")).numpy() > 0
+            labels["old"] = (
+                probabilities_to_label(
+                    reference_probabilities(plain.model, data["ct"], data["pet"], loaded.patch_size, "old")
+                ).numpy()
+                > 0
+            )
             seconds["old"] += time.perf_counter() - clock
         truth = data["label"][0] > 0
-        row = {"case": case_id, "truth_voxels": int(truth.sum()), "windows_run": windows["new"],
-               "windows_run_all": dict(windows)}
+        row = {
+            "case": case_id,
+            "truth_voxels": int(truth.sum()),
+            "windows_run": windows["new"],
+            "windows_run_all": dict(windows),
+        }
         for name in labels:
             if name != "new":
                 row[f"dice_new_vs_{name}"] = round(dice(labels["new"], labels[name]), 4)
@@ -369,29 +499,56 @@ def agreement(args) -> None:
         print(json.dumps(row), file=sys.stderr, flush=True)
     summary = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0] if k.startswith("dice")}
     positive = [r for r in rows if r["truth_voxels"] > 0]
-    summary_positive = {k: round(float(np.mean([r[k] for r in positive])), 4) for k in rows[0]
-                        if k.startswith("dice_truth")} if positive else {}
-    print(json.dumps({"machine": machine(), "run": args.run, "data": args.data, "cases": len(rows),
-                      "settings": dataclasses.asdict(base), "mean": summary,
-                      "mean_lesion_positive": summary_positive, "lesion_positive_cases": len(positive),
-                      "seconds": {k: round(v, 1) for k, v in seconds.items()}, "per_case": rows}, indent=1))
+    summary_positive = (
+        {k: round(float(np.mean([r[k] for r in positive])), 4) for k in rows[0] if k.startswith("dice_truth")}
+        if positive
+        else {}
+    )
+    print(
+        json.dumps(
+            {
+                "machine": machine(),
+                "run": args.run,
+                "data": args.data,
+                "cases": len(rows),
+                "settings": dataclasses.asdict(base),
+                "mean": summary,
+                "mean_lesion_positive": summary_positive,
+                "lesion_positive_cases": len(positive),
+                "seconds": {k: round(v, 1) for k, v in seconds.items()},
+                "per_case": rows,
+            },
+            indent=1,
+        )
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("speed")
-    p.add_argument("--work", default="/tmp/h2aseg_inference_bench", help="study, checkpoint and outputs go here")
-    p.add_argument("--modes", nargs="+", default=["new", "old", "monai"],
-                   choices=[*NEW_VARIANTS, "old", "monai"])
-    p.add_argument("--device", default="cpu", help="cpu or cuda (every path on it; probabilities gathered on the CPU)")
-    p.add_argument("--checkpoint", help="a trained run or checkpoint (default: paper-width H2ASeg, random weights)")
+    p.add_argument(
+        "--work", default="/tmp/h2aseg_inference_bench", help="study, checkpoint and outputs go here"
+    )
+    p.add_argument(
+        "--modes", nargs="+", default=["new", "old", "monai"], choices=[*NEW_VARIANTS, "old", "monai"]
+    )
+    p.add_argument(
+        "--device", default="cpu", help="cpu or cuda (every path on it; probabilities gathered on the CPU)"
+    )
+    p.add_argument(
+        "--checkpoint", help="a trained run or checkpoint (default: paper-width H2ASeg, random weights)"
+    )
     p.set_defaults(func=speed)
     p = sub.add_parser("windows")
     p.add_argument("--work", default="/tmp/h2aseg_inference_bench")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--checkpoint", help="a trained run or checkpoint (default: paper-width H2ASeg, random weights)")
-    p.add_argument("--min-seconds", type=float, default=2.0, help="repeat small networks' calls to about this long")
+    p.add_argument(
+        "--checkpoint", help="a trained run or checkpoint (default: paper-width H2ASeg, random weights)"
+    )
+    p.add_argument(
+        "--min-seconds", type=float, default=2.0, help="repeat small networks' calls to about this long"
+    )
     p.set_defaults(func=windows)
     p = sub.add_parser("train-step")
     p.add_argument("--patch", type=int, nargs=3, default=[32, 32, 32])
@@ -403,9 +560,15 @@ def main() -> None:
     p.add_argument("--run", required=True, help="trained run folder (best.pt or last.pt)")
     p.add_argument("--data", required=True, help="its cohort; the run's test split is used when it has one")
     p.add_argument("--cases", type=int, default=8)
-    p.add_argument("--overlap", type=float, default=None, help="overlap of 'new' (default: the core's default)")
-    p.add_argument("--variants", nargs="+", default=["no-skip", "fp32", "exhaustive-fp32", "overlap0.5", "old"],
-                   help="compared with the new default")
+    p.add_argument(
+        "--overlap", type=float, default=None, help="overlap of 'new' (default: the core's default)"
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["no-skip", "fp32", "exhaustive-fp32", "overlap0.5", "old"],
+        help="compared with the new default",
+    )
     p.set_defaults(func=agreement)
     p = sub.add_parser("child")
     for name in ("--how", "--checkpoint", "--study", "--out"):

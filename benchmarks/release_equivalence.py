@@ -49,12 +49,16 @@ def release_loss(outputs, labels: torch.Tensor) -> torch.Tensor:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("release_dir", type=Path, help="checkout of github.com/JinPLu/H2ASeg (the folder holding model/)")
+    parser.add_argument(
+        "release_dir", type=Path, help="checkout of github.com/JinPLu/H2ASeg (the folder holding model/)"
+    )
     parser.add_argument("--patch", type=int, nargs=3, default=(64, 64, 32))
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")  # the release's heads normalise 2C channels with InstanceNorm3d(n_classes)
+    warnings.filterwarnings(
+        "ignore"
+    )  # the release's heads normalise 2C channels with InstanceNorm3d(n_classes)
     patch = tuple(args.patch)
     torch.manual_seed(args.seed)
     theirs = release_network(args.release_dir, patch)
@@ -62,7 +66,8 @@ def main() -> int:
     ours.load_state_dict(convert_state_dict(theirs.state_dict(), ours, source="release"))
     back = export_state_dict(ours)
     round_trip = back.keys() == theirs.state_dict().keys() and all(
-        torch.equal(back[k], v) for k, v in theirs.state_dict().items())
+        torch.equal(back[k], v) for k, v in theirs.state_dict().items()
+    )
     n_theirs, n_ours = (sum(p.numel() for p in m.parameters()) for m in (theirs, ours))
 
     gen = torch.Generator().manual_seed(args.seed + 1)
@@ -88,8 +93,10 @@ def main() -> int:
     loss_theirs.backward()
     loss_ours.backward()
     grads_theirs = dict(theirs.named_parameters())
-    grad_diff = max(float((p.grad - grads_theirs[h2aseg_to_release(k)].grad).abs().max())
-                    for k, p in ours.named_parameters())
+    grad_diff = max(
+        float((p.grad - grads_theirs[h2aseg_to_release(k)].grad).abs().max())
+        for k, p in ours.named_parameters()
+    )
     grad_scale = max(float(p.grad.abs().max()) for p in theirs.parameters())
 
     print(f"| patch | {patch} (batch {args.batch}, seed {args.seed}, float32, torch {torch.__version__}) |")
@@ -99,7 +106,9 @@ def main() -> int:
     print(f"| eval: max abs difference P^1..P^5 | {', '.join(f'{d:.2e}' for d in eval_diffs)} |")
     print(f"| eval: largest difference / largest output | {max(eval_diffs):.2e} / {scale:.2f} |")
     print(f"| eval goal ≤ 1e-5 | {'met' if max(eval_diffs) <= 1e-5 else 'NOT met'} |")
-    print(f"| train-mode loss release / h2aseg (same seed, dropout 0.5) | {loss_theirs.item():.7f} / {loss_ours.item():.7f} |")
+    print(
+        f"| train-mode loss release / h2aseg (same seed, dropout 0.5) | {loss_theirs.item():.7f} / {loss_ours.item():.7f} |"
+    )
     print(f"| train-mode loss difference | {abs(loss_theirs.item() - loss_ours.item()):.2e} |")
     print(f"| train-mode max gradient difference / largest gradient | {grad_diff:.2e} / {grad_scale:.2e} |")
     print(f"| eval forward seconds release / h2aseg_release (one run each) | {t_theirs:.2f} / {t_ours:.2f} |")

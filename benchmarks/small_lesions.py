@@ -46,10 +46,25 @@ def make_cohort(args) -> None:
         extra += ["--pet-spacing", args.pet_spacing]
     if args.lesion_suv:
         extra += ["--lesion-suv", *args.lesion_suv]
-    h2aseg("synth", "--kind", "autopet", "--cases", str(args.cases), "--seed", str(args.seed), "--out",
-           str(args.out / "data"), "--lesion-sizes", args.lesion_sizes, "--lesion-free-fraction",
-           str(args.lesion_free), *extra)
-    (args.out / "cohort.json").write_text(json.dumps({k: str(v) for k, v in vars(args).items() if k != "func"}))
+    h2aseg(
+        "synth",
+        "--kind",
+        "autopet",
+        "--cases",
+        str(args.cases),
+        "--seed",
+        str(args.seed),
+        "--out",
+        str(args.out / "data"),
+        "--lesion-sizes",
+        args.lesion_sizes,
+        "--lesion-free-fraction",
+        str(args.lesion_free),
+        *extra,
+    )
+    (args.out / "cohort.json").write_text(
+        json.dumps({k: str(v) for k, v in vars(args).items() if k != "func"})
+    )
     (args.out / "done").write_text("")
 
 
@@ -62,16 +77,61 @@ def run(args) -> None:
     if not (run_dir / "train_summary.json").exists():
         resume = ["--resume"] if (run_dir / "last.pt").exists() else []
         recipe = args.train_args or ["--protocol", "cpu"]
-        h2aseg("train", "--data", str(args.cohort / "data"), "--layout", "autopet", "--out", str(run_dir),
-               "--cache", str(args.cohort / "cache"), "--model", args.model, "--epochs", str(epochs),
-               "--steps-per-epoch", str(STEPS_PER_EPOCH), "--val-every", str(val_every), "--no-progress",
-               "--seed", str(args.seed), *recipe, *resume, log=log)
+        h2aseg(
+            "train",
+            "--data",
+            str(args.cohort / "data"),
+            "--layout",
+            "autopet",
+            "--out",
+            str(run_dir),
+            "--cache",
+            str(args.cohort / "cache"),
+            "--model",
+            args.model,
+            "--epochs",
+            str(epochs),
+            "--steps-per-epoch",
+            str(STEPS_PER_EPOCH),
+            "--val-every",
+            str(val_every),
+            "--no-progress",
+            "--seed",
+            str(args.seed),
+            *recipe,
+            *resume,
+            log=log,
+        )
     splits = json.loads((run_dir / "splits.json").read_text())
     if not (run_dir / "eval" / "summary.json").exists():
-        h2aseg("predict", "--model", str(run_dir), "--input", str(args.cohort / "data"), "--out",
-               str(run_dir / "pred"), "--cases", *splits["test"], "--no-progress", log=log)
-        h2aseg("evaluate", "--pred", str(run_dir / "pred"), "--gt", str(args.cohort / "data"), "--layout",
-               "autopet", "--out", str(run_dir / "eval"), "--cases", *splits["test"], "--no-progress", log=log)
+        h2aseg(
+            "predict",
+            "--model",
+            str(run_dir),
+            "--input",
+            str(args.cohort / "data"),
+            "--out",
+            str(run_dir / "pred"),
+            "--cases",
+            *splits["test"],
+            "--no-progress",
+            log=log,
+        )
+        h2aseg(
+            "evaluate",
+            "--pred",
+            str(run_dir / "pred"),
+            "--gt",
+            str(args.cohort / "data"),
+            "--layout",
+            "autopet",
+            "--out",
+            str(run_dir / "eval"),
+            "--cases",
+            *splits["test"],
+            "--no-progress",
+            log=log,
+        )
 
 
 def _patch_dice(model, ct, pet, label, start, patch) -> float:
@@ -109,14 +169,21 @@ def probe(args) -> None:
             centre = np.round(centre).astype(int)
             centred = centre - np.array(patch) // 2
             shifted = centred - np.array(SHIFT)
-            rows.append({"case_id": case_id, "lesion": index + 1,
-                         "voxels": int((components == index + 1).sum()),
-                         "centred": _patch_dice(loaded.model, ct, pet, label, centred, patch),
-                         "shifted": _patch_dice(loaded.model, ct, pet, label, shifted, patch)})
+            rows.append(
+                {
+                    "case_id": case_id,
+                    "lesion": index + 1,
+                    "voxels": int((components == index + 1).sum()),
+                    "centred": _patch_dice(loaded.model, ct, pet, label, centred, patch),
+                    "shifted": _patch_dice(loaded.model, ct, pet, label, shifted, patch),
+                }
+            )
     (run_dir / "probe.json").write_text(json.dumps(rows, indent=1))
     c, s = np.array([r["centred"] for r in rows]), np.array([r["shifted"] for r in rows])
-    print(f"{args.name}: {len(rows)} lesions; centred median {np.median(c):.2f}, shifted median {np.median(s):.2f}; "
-          f"shifted Dice 0 in {(s == 0).sum()} / {len(s)}")
+    print(
+        f"{args.name}: {len(rows)} lesions; centred median {np.median(c):.2f}, shifted median {np.median(s):.2f}; "
+        f"shifted Dice 0 in {(s == 0).sum()} / {len(s)}"
+    )
 
 
 def summarise_run(run_dir: Path) -> dict | None:
@@ -131,9 +198,13 @@ def summarise_run(run_dir: Path) -> dict | None:
     summary = json.loads((run_dir / "train_summary.json").read_text())
     probe_rows = json.loads((run_dir / "probe.json").read_text()) if (run_dir / "probe.json").exists() else []
     return {
-        "steps": int(metrics[-1]["step"]), "seconds": summary["seconds"],
-        "dice_mean": float(dice.mean()), "dice_std": float(dice.std()), "n_pos": len(positive),
-        "hits": sum(int(r["hits"]) for r in positive), "lesions": sum(int(r["lesions"]) for r in positive),
+        "steps": int(metrics[-1]["step"]),
+        "seconds": summary["seconds"],
+        "dice_mean": float(dice.mean()),
+        "dice_std": float(dice.std()),
+        "n_pos": len(positive),
+        "hits": sum(int(r["hits"]) for r in positive),
+        "lesions": sum(int(r["lesions"]) for r in positive),
         "fd_per_study": float(np.mean([int(r["false_detections"]) for r in rows])),
         "curve": curve,
         "probe_centred": float(np.mean([r["centred"] for r in probe_rows])) if probe_rows else None,
@@ -167,20 +238,28 @@ def plot_curves(results: dict, path: Path, title: str) -> None:
 
 
 def table(args) -> None:
-    lines = ["| run | steps | train min | validation Dice by step | test Dice (positive studies) | lesions found | "
-             "false detections / study | probe: mean Dice centred / shifted (lesions with Dice > 0.1) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| run | steps | train min | validation Dice by step | test Dice (positive studies) | lesions found | "
+        "false detections / study | probe: mean Dice centred / shifted (lesions with Dice > 0.1) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     results = {}
     for run_dir in sorted((args.cohort / "runs").iterdir()):
         if not run_dir.is_dir() or (s := summarise_run(run_dir)) is None:
             continue
         results[run_dir.name] = s
         curve = ", ".join(f"{v:.2f}@{k}" for k, v in s["curve"])
-        probe_text = (f"{s['probe_centred']:.2f} / {s['probe_shifted']:.2f} ({s['probe_found_centred']} / "
-                      f"{s['probe_found_shifted']} of {s['probe_n']})" if s["probe_n"] else "–")
-        lines.append(f"| {run_dir.name} | {s['steps']} | {s['seconds'] / 60:.1f} | {curve} | "
-                     f"{s['dice_mean']:.1f} ± {s['dice_std']:.1f} (n = {s['n_pos']}) | {s['hits']} / {s['lesions']} | "
-                     f"{s['fd_per_study']:.1f} | {probe_text} |")
+        probe_text = (
+            f"{s['probe_centred']:.2f} / {s['probe_shifted']:.2f} ({s['probe_found_centred']} / "
+            f"{s['probe_found_shifted']} of {s['probe_n']})"
+            if s["probe_n"]
+            else "–"
+        )
+        lines.append(
+            f"| {run_dir.name} | {s['steps']} | {s['seconds'] / 60:.1f} | {curve} | "
+            f"{s['dice_mean']:.1f} ± {s['dice_std']:.1f} (n = {s['n_pos']}) | {s['hits']} / {s['lesions']} | "
+            f"{s['fd_per_study']:.1f} | {probe_text} |"
+        )
     text = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     plot_curves(results, args.out.with_suffix(".png"), title=args.cohort.name)
@@ -190,7 +269,9 @@ def table(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(required=True)
     p = sub.add_parser("cohort")
     p.add_argument("--out", type=Path, required=True)
@@ -209,7 +290,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1200)
     p.add_argument("--val-steps", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: h2aseg train options (default --protocol cpu)")
+    p.add_argument(
+        "train_args", nargs=argparse.REMAINDER, help="after --: h2aseg train options (default --protocol cpu)"
+    )
     p.set_defaults(func=run)
     p = sub.add_parser("probe")
     p.add_argument("--cohort", type=Path, required=True)

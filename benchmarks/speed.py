@@ -29,16 +29,28 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def time_steps(name: str, patch: tuple[int, int, int], batch: int, warmup: int, repeats: int, device: str,
-               channels_last: bool = False, compile_backend: str = "", compile_options: dict | None = None) -> dict:
+def time_steps(
+    name: str,
+    patch: tuple[int, int, int],
+    batch: int,
+    warmup: int,
+    repeats: int,
+    device: str,
+    channels_last: bool = False,
+    compile_backend: str = "",
+    compile_options: dict | None = None,
+) -> dict:
     torch.manual_seed(0)
     model = build_model(name, **model_options_for(name, {}, patch)).to(device).train()
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
     optimizer = build_optimizer(model, lr=1e-4, weight_decay=1e-5)  # what `h2aseg train` steps with
     loss_fn = DeepSupervisionLoss(1)
-    network = (torch.compile(model, backend=compile_backend, options=compile_options or None)
-               if compile_backend else model)
+    network = (
+        torch.compile(model, backend=compile_backend, options=compile_options or None)
+        if compile_backend
+        else model
+    )
     ct = torch.randn(batch, 1, *patch, device=device).contiguous(memory_format=layout)
     pet = torch.randn(batch, 1, *patch, device=device).contiguous(memory_format=layout)
     label = (torch.rand(batch, 1, *patch, device=device) > 0.9).float()
@@ -92,19 +104,33 @@ def parse_option(text: str) -> tuple[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="h2aseg")
     parser.add_argument("--patches", nargs="+", default=["64,64,32", "128,128,64"])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--channels-last", action="store_true", help="channels-last memory layout")
-    parser.add_argument("--compile", default="", metavar="BACKEND",
-                        help="torch.compile the network with this backend, e.g. inductor (default: eager PyTorch)")
-    parser.add_argument("--compile-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="an inductor option for torch.compile, e.g. aggressive_fusion=True (repeatable)")
-    parser.add_argument("--system-malloc", action="store_true",
-                        help="leave glibc's malloc as it is (default: h2aseg.runtime.keep_freed_memory, as the CLI does)")
+    parser.add_argument(
+        "--compile",
+        default="",
+        metavar="BACKEND",
+        help="torch.compile the network with this backend, e.g. inductor (default: eager PyTorch)",
+    )
+    parser.add_argument(
+        "--compile-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an inductor option for torch.compile, e.g. aggressive_fusion=True (repeatable)",
+    )
+    parser.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="leave glibc's malloc as it is (default: h2aseg.runtime.keep_freed_memory, as the CLI does)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     get_entry(args.model)
@@ -120,8 +146,19 @@ def main() -> None:
     }
     for text in args.patches:
         patch = tuple(int(v) for v in text.split(","))
-        report["results"].append(time_steps(args.model, patch, args.batch, args.warmup, args.repeats, args.device,
-                                                 args.channels_last, args.compile, compile_options))
+        report["results"].append(
+            time_steps(
+                args.model,
+                patch,
+                args.batch,
+                args.warmup,
+                args.repeats,
+                args.device,
+                args.channels_last,
+                args.compile,
+                compile_options,
+            )
+        )
         print(json.dumps(report["results"][-1]), flush=True)
     print(json.dumps(report, indent=2))
 

@@ -29,7 +29,9 @@ from h2aseg.data.layouts import discover_cases
 from h2aseg.data.synthetic import generate_cohort
 
 
-def threshold_segmentation(suv: np.ndarray, threshold: float, min_voxels: int, max_voxels: int | None = None) -> np.ndarray:
+def threshold_segmentation(
+    suv: np.ndarray, threshold: float, min_voxels: int, max_voxels: int | None = None
+) -> np.ndarray:
     """SUV >= threshold, 26-connected components of at least ``min_voxels`` (and at most ``max_voxels``)
     voxels, as a bool mask."""
     labels, n = ndimage.label(suv >= threshold, structure=np.ones((3, 3, 3), bool))
@@ -64,28 +66,37 @@ def evaluate(root: Path, threshold: float, min_ml: float, max_ml: float | None =
         max_voxels = None if max_ml is None else round(max_ml / voxel_ml)
         pred = threshold_segmentation(to_array(pet), threshold, max(1, round(min_ml / voxel_ml)), max_voxels)
         tp = np.logical_and(pred, ref).sum()
-        rows.append({
-            "case": case.case_id,
-            "dice": dice(pred, ref),
-            "precision": float(tp / max(pred.sum(), 1)),
-            "recall": float(tp / ref.sum()),
-            "pred_ml": float(pred.sum() * voxel_ml),
-            "ref_ml": float(ref.sum() * voxel_ml),
-        })
+        rows.append(
+            {
+                "case": case.case_id,
+                "dice": dice(pred, ref),
+                "precision": float(tp / max(pred.sum(), 1)),
+                "recall": float(tp / ref.sum()),
+                "pred_ml": float(pred.sum() * voxel_ml),
+                "ref_ml": float(ref.sum() * voxel_ml),
+            }
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--kind", choices=("autopet", "hecktor"), default="autopet", help="synthetic cohort kind")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--kind", choices=("autopet", "hecktor"), default="autopet", help="synthetic cohort kind"
+    )
     parser.add_argument("--cases", type=int, default=20, help="studies to generate")
     parser.add_argument("--seed", type=int, default=0, help="cohort seed")
     parser.add_argument("--data", type=Path, default=None, help="use this dataset instead of generating one")
     parser.add_argument("--threshold", type=float, default=2.5, help="SUV threshold")
     parser.add_argument("--min-ml", type=float, default=0.5, help="smallest component kept, ml")
-    parser.add_argument("--max-ml", type=float, default=100.0,
-                        help="second variant: also drop components above this volume (brain, bladder, liver)")
+    parser.add_argument(
+        "--max-ml",
+        type=float,
+        default=100.0,
+        help="second variant: also drop components above this volume (brain, bladder, liver)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write a Markdown report here")
     parser.add_argument("--append", action="store_true", help="append to --out instead of replacing it")
     args = parser.parse_args(argv)
@@ -126,8 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         "| case | Dice | precision | recall | predicted ml | reference ml |",
         "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {r['case']} | {r['dice']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | "
-              f"{r['pred_ml']:.0f} | {r['ref_ml']:.1f} |" for r in rows]
+    lines += [
+        f"| {r['case']} | {r['dice']:.3f} | {r['precision']:.3f} | {r['recall']:.3f} | "
+        f"{r['pred_ml']:.0f} | {r['ref_ml']:.1f} |"
+        for r in rows
+    ]
     report = "\n".join(lines) + "\n"
     print(report)
     if args.out:

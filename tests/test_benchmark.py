@@ -21,16 +21,34 @@ TINY_BENCHMARK = {
         "name": "tiny AutoPET-like",
         "layout": "autopet",
         "splits_seed": 0,
-        "synthetic": {"kind": "autopet", "cases": 10, "seed": 3,
-                      "options": {"pet_shape": [32, 32, 48], "pet_spacing": [8.0, 8.0, 8.0],
-                                  "ct_spacing": [4.0, 4.0, 4.0], "lesion_free_fraction": 0.25}},
+        "synthetic": {
+            "kind": "autopet",
+            "cases": 10,
+            "seed": 3,
+            "options": {
+                "pet_shape": [32, 32, 48],
+                "pet_spacing": [8.0, 8.0, 8.0],
+                "ct_spacing": [4.0, 4.0, 4.0],
+                "lesion_free_fraction": 0.25,
+            },
+        },
     },
     "seeds": [0],
-    "train": {"epochs": 1, "steps_per_epoch": 2, "batch": 2, "patch": [16, 16, 16], "lr": 1e-3, "device": "cpu"},
+    "train": {
+        "epochs": 1,
+        "steps_per_epoch": 2,
+        "batch": 2,
+        "patch": [16, 16, 16],
+        "lr": 1e-3,
+        "device": "cpu",
+    },
     "models": [
         {"name": "unet3d", "options": {"channels": [4, 8]}},
-        {"name": "h2aseg", "options": {"channels": [2, 4, 4, 8, 8], "window_size": [4, 4, 4]},
-         "train": {"patch": [32, 32, 32]}},  # 16³ would leave a 1³ bottleneck that instance norm refuses
+        {
+            "name": "h2aseg",
+            "options": {"channels": [2, 4, 4, 8, 8], "window_size": [4, 4, 4]},
+            "train": {"patch": [32, 32, 32]},
+        },  # 16³ would leave a 1³ bottleneck that instance norm refuses
         {"name": "unet3d", "id": "broken", "options": {"channels": [4]}},
     ],
     "threshold_methods": ["suv2.5"],
@@ -56,7 +74,9 @@ def test_tiny_benchmark_writes_three_tables_and_a_rerun_does_not_retrain(tmp_pat
     for run in ("unet3d/seed0", "h2aseg/seed0"):
         run_dir = out / "runs" / run
         assert (run_dir / "config.yaml").exists() and (run_dir / "train.log").read_text()
-        assert json.loads((run_dir / "splits.json").read_text()) == json.loads((out / "splits.json").read_text())
+        assert json.loads((run_dir / "splits.json").read_text()) == json.loads(
+            (out / "splits.json").read_text()
+        )
     test_ids = json.loads((out / "splits.json").read_text())["test"]
     summary = json.loads((out / "runs" / "h2aseg" / "seed0" / "eval" / "summary.json").read_text())
     assert summary["n_cases"] == len(test_ids) and not summary["problems"]
@@ -81,7 +101,9 @@ def test_tiny_benchmark_writes_three_tables_and_a_rerun_does_not_retrain(tmp_pat
     before = last.stat().st_mtime_ns
     (out / "runs" / "h2aseg" / "seed0" / "benchmark.json").unlink()
     capsys.readouterr()
-    assert cli_main(["benchmark", "--config", str(config), "--out", str(out), "--only", "unet3d", "h2aseg"]) == 0
+    assert (
+        cli_main(["benchmark", "--config", str(config), "--out", str(out), "--only", "unet3d", "h2aseg"]) == 0
+    )
     printed = capsys.readouterr().err  # progress lines go through logging (standard error)
     assert "unet3d seed 0: cached" in printed and "h2aseg seed 0: done" in printed
     assert last.stat().st_mtime_ns == before
@@ -100,7 +122,9 @@ def test_benchmark_file_errors_name_the_file_and_the_problem(tmp_path):
     with pytest.raises(ConfigError, match="unet3d appear twice"):
         parse_benchmark_config({**TINY_BENCHMARK, "models": ["unet3d", "unet3d"]}, "x.yaml")
     with pytest.raises(ConfigError, match=r"models\[0\] \(unet3d\).train"):
-        parse_benchmark_config({**TINY_BENCHMARK, "models": [{"name": "unet3d", "train": {"epoch": 3}}]}, "x.yaml")
+        parse_benchmark_config(
+            {**TINY_BENCHMARK, "models": [{"name": "unet3d", "train": {"epoch": 3}}]}, "x.yaml"
+        )
 
 
 @pytest.mark.parametrize("path", ["benchmarks/cpu.yaml", "benchmarks/paper.yaml"])
@@ -126,17 +150,31 @@ def test_tamw_share_counts_channels_with_positive_case_weight_per_modality():
 
 
 def test_a_benchmark_row_can_name_a_training_protocol():
-    models = [{"name": "h2aseg_release", "id": "release", "protocol": "release"},
-              {"name": "h2aseg", "protocol": "cpu", "train": {"lr": 3e-3}}, {"name": "unet3d"}]
+    models = [
+        {"name": "h2aseg_release", "id": "release", "protocol": "release"},
+        {"name": "h2aseg", "protocol": "cpu", "train": {"lr": 3e-3}},
+        {"name": "unet3d"},
+    ]
     config = parse_benchmark_config({**TINY_BENCHMARK, "models": models}, "x.yaml")
     root, cache = Path("data"), Path("cache")
     release = config.run_config(config.model("release"), 0, root, cache)
-    assert release.train.protocol == "release" and release.train.batch == 4 and release.train.samples_per_volume == 2
+    assert (
+        release.train.protocol == "release"
+        and release.train.batch == 4
+        and release.train.samples_per_volume == 2
+    )
     cpu = config.run_config(config.model("h2aseg"), 1, root, cache)
     # the row's own train beats its protocol, which beats the file's shared train
-    assert cpu.train.lr == 3e-3 and cpu.train.patch == [32, 32, 32] and cpu.train.epochs == 1 and cpu.train.seed == 1
+    assert (
+        cpu.train.lr == 3e-3
+        and cpu.train.patch == [32, 32, 32]
+        and cpu.train.epochs == 1
+        and cpu.train.seed == 1
+    )
     assert cpu.model.options["channels"] == [4, 8, 16, 32, 64]
     plain = config.run_config(config.model("unet3d"), 0, root, cache)
     assert plain.train.protocol == "paper" and plain.train.patch == [16, 16, 16]
     with pytest.raises(ConfigError, match=r"models\[0\] \(h2aseg\): unknown protocol 'fast'"):
-        parse_benchmark_config({**TINY_BENCHMARK, "models": [{"name": "h2aseg", "protocol": "fast"}]}, "x.yaml")
+        parse_benchmark_config(
+            {**TINY_BENCHMARK, "models": [{"name": "h2aseg", "protocol": "fast"}]}, "x.yaml"
+        )

@@ -25,9 +25,17 @@ STEPS_BENCHMARK = {
     "dataset": {
         "name": "tiny AutoPET-like",
         "layout": "autopet",
-        "synthetic": {"kind": "autopet", "cases": 10, "seed": 3,
-                      "options": {"pet_shape": [32, 32, 48], "pet_spacing": [8.0, 8.0, 8.0],
-                                  "ct_spacing": [4.0, 4.0, 4.0], "lesion_free_fraction": 0.25}},
+        "synthetic": {
+            "kind": "autopet",
+            "cases": 10,
+            "seed": 3,
+            "options": {
+                "pet_shape": [32, 32, 48],
+                "pet_spacing": [8.0, 8.0, 8.0],
+                "ct_spacing": [4.0, 4.0, 4.0],
+                "lesion_free_fraction": 0.25,
+            },
+        },
     },
     "seeds": [0, 1],
     "steps": {"total": 4, "per_epoch": 2, "validate_every": 2},
@@ -36,8 +44,12 @@ STEPS_BENCHMARK = {
     "models": [
         {"name": "unet3d", "options": {"channels": [4, 8]}},
         # a protocol with its own epochs (release: 200) and a row with its own patch: the steps still rule
-        {"name": "resunet3d", "protocol": "release", "options": {"channels": [2, 4]},
-         "train": {"patch": [16, 16, 32], "batch": 2}},
+        {
+            "name": "resunet3d",
+            "protocol": "release",
+            "options": {"channels": [2, 4]},
+            "train": {"patch": [16, 16, 32], "batch": 2},
+        },
     ],
 }
 
@@ -54,7 +66,10 @@ def test_every_run_of_a_steps_benchmark_takes_the_same_optimizer_steps(tmp_path,
     # one seed of every row first (resumable), then the rest
     assert cli_main(["benchmark", "--config", str(config_path), "--out", str(out), "--seeds", "0"]) == 0
     assert not (out / "runs" / "unet3d" / "seed1").exists()
-    assert {r["seed"]: r["status"] for r in _csv(out / "tables" / "runs.csv")} == {"0": "done", "1": "missing"}
+    assert {r["seed"]: r["status"] for r in _csv(out / "tables" / "runs.csv")} == {
+        "0": "done",
+        "1": "missing",
+    }
     assert cli_main(["benchmark", "--config", str(config_path), "--out", str(out), "--seeds", "5"]) != 0
     assert "--seeds 5: not in" in caplog.text
     assert cli_main(["benchmark", "--config", str(config_path), "--out", str(out)]) == 0
@@ -73,7 +88,8 @@ def test_every_run_of_a_steps_benchmark_takes_the_same_optimizer_steps(tmp_path,
     assert table1["unet3d"]["steps"] == "4 4" and table1["resunet3d"]["steps"] == "4 4"
     curves = _csv(out / "tables" / "curves.csv")
     assert sorted({(r["run_id"], r["seed"], r["step"]) for r in curves}) == sorted(
-        (m, str(s), str(k)) for m in ("unet3d", "resunet3d") for s in (0, 1) for k in (2, 4))
+        (m, str(s), str(k)) for m in ("unet3d", "resunet3d") for s in (0, 1) for k in (2, 4)
+    )
     assert (out / "tables" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -99,9 +115,23 @@ def test_the_shipped_steps_benchmark_gives_every_row_the_cpu_protocol_and_equal_
     config = load_benchmark_config(REPO / "benchmarks" / "cpu_steps.yaml")
     assert config.seeds == [0, 1, 2] and config.steps is not None
     names = {spec.name for spec in config.models}
-    assert {"unet3d", "vnet", "resunet3d", "unetr", "swinunetr", "nnunet", "nestedformer", "a2fseg", "sdb",
-            "h2aseg", "resunet3d_pet", "resunet3d_ct", "dual_resunet3d", "h2aseg_no_mcsa",
-            "h2aseg_no_tamw"} == names
+    assert {
+        "unet3d",
+        "vnet",
+        "resunet3d",
+        "unetr",
+        "swinunetr",
+        "nnunet",
+        "nestedformer",
+        "a2fseg",
+        "sdb",
+        "h2aseg",
+        "resunet3d_pet",
+        "resunet3d_ct",
+        "dual_resunet3d",
+        "h2aseg_no_mcsa",
+        "h2aseg_no_tamw",
+    } == names
     assert config.threshold_methods == ["suv2.5", "suv41"]
     steps = set()
     for spec in config.models:
@@ -140,8 +170,17 @@ def test_mean_std_over_studies_and_over_seeds():
 
 
 def _fake_run(folder: Path, dice: dict[str, float], steps: int | None) -> None:
-    rows = [{"case_id": case, "dice": value, "hd95": 5.0, "precision": value, "recall": value,
-             "gt_voxels": 0 if case.startswith("free") else 50} for case, value in dice.items()]
+    rows = [
+        {
+            "case_id": case,
+            "dice": value,
+            "hd95": 5.0,
+            "precision": value,
+            "recall": value,
+            "gt_voxels": 0 if case.startswith("free") else 50,
+        }
+        for case, value in dice.items()
+    ]
     write_csv(rows, folder / "eval" / "per_case.csv")
     write_json(summarise(rows), folder / "eval" / "summary.json")
     (folder / "benchmark.json").write_text(json.dumps({} if steps is None else {"steps": steps}))
@@ -149,13 +188,21 @@ def _fake_run(folder: Path, dice: dict[str, float], steps: int | None) -> None:
 
 def test_tables_mark_differences_whose_interval_excludes_zero(tmp_path):
     tiny = {"channels": [4, 8]}
-    config = parse_benchmark_config({
-        "title": "planted", "dataset": {"root": "data", "layout": "autopet"}, "seeds": [0, 1],
-        "models": [{"name": "h2aseg", "options": {"channels": [2, 4, 4, 8, 8], "window_size": [4, 4, 4]}},
-                   {"name": "unet3d", "options": tiny},
-                   {"name": "resunet3d", "options": {"channels": [2, 4]}},
-                   {"name": "dual_resunet3d", "options": {"channels": [2, 4, 4, 8, 8]}}],
-        "threshold_methods": ["suv2.5"]}, "planted.yaml")
+    config = parse_benchmark_config(
+        {
+            "title": "planted",
+            "dataset": {"root": "data", "layout": "autopet"},
+            "seeds": [0, 1],
+            "models": [
+                {"name": "h2aseg", "options": {"channels": [2, 4, 4, 8, 8], "window_size": [4, 4, 4]}},
+                {"name": "unet3d", "options": tiny},
+                {"name": "resunet3d", "options": {"channels": [2, 4]}},
+                {"name": "dual_resunet3d", "options": {"channels": [2, 4, 4, 8, 8]}},
+            ],
+            "threshold_methods": ["suv2.5"],
+        },
+        "planted.yaml",
+    )
     rng = np.random.default_rng(1)
     cases = [f"case{i:02d}" for i in range(24)] + ["free1", "free2"]
     for seed in (0, 1):
@@ -183,8 +230,11 @@ def test_tables_mark_differences_whose_interval_excludes_zero(tmp_path):
     assert "did not all take the same number of steps (10, 12)" in md1  # ResUNet-3D's run took 12
     resunet_line = next(line for line in md1.splitlines() if line.startswith("| ResUNet-3D"))
     assert "(1 seed)" in resunet_line
-    dual_line = next(line for line in (tmp_path / "tables" / "table2.md").read_text().splitlines()
-                     if line.startswith("|  |  |"))
+    dual_line = next(
+        line
+        for line in (tmp_path / "tables" / "table2.md").read_text().splitlines()
+        if line.startswith("|  |  |")
+    )
     assert "+0.00 [+0.00, +0.00]" in dual_line and "†" not in dual_line
     assert "excludes 0" in md1 and "Params" in md1
     assert "same number of steps" not in (tmp_path / "tables" / "table2.md").read_text()

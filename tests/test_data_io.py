@@ -17,7 +17,9 @@ CT_SOP = "1.2.840.10008.5.1.4.1.1.2"
 PET_SOP = "1.2.840.10008.5.1.4.1.1.128"
 
 
-def write_dicom_series(folder: Path, stored: np.ndarray, spacing, origin, modality: str, per_slice=None) -> None:
+def write_dicom_series(
+    folder: Path, stored: np.ndarray, spacing, origin, modality: str, per_slice=None
+) -> None:
     """Write ``stored`` (X, Y, Z, int16) as one axial DICOM series; ``per_slice(ds, k)`` adds tags."""
     folder.mkdir(parents=True, exist_ok=True)
     study, series, frame = generate_uid(), generate_uid(), generate_uid()
@@ -119,7 +121,9 @@ def test_injection_before_midnight_is_handled(tmp_path):
     def header(ds, k):
         pet_header(ds, start="233000", series_time="003000")
 
-    write_dicom_series(tmp_path / "pet", np.full((2, 2, 2), 1000, np.int16), (4, 4, 4), (0, 0, 0), "PT", header)
+    write_dicom_series(
+        tmp_path / "pet", np.full((2, 2, 2), 1000, np.int16), (4, 4, 4), (0, 0, 0), "PT", header
+    )
     factor = 70000.0 / (3.5e8 * 2 ** (-3600.0 / 6586.2))
     np.testing.assert_allclose(to_array(read_pet(tmp_path / "pet")), 1000 * factor, rtol=1e-5)
 
@@ -141,7 +145,10 @@ def test_four_d_pet_is_refused(tmp_path):
 
 
 def test_writes_are_byte_identical(tmp_path):
-    image = from_array(np.random.default_rng(0).normal(size=(8, 8, 8)).astype(np.float32), sitk.Image(8, 8, 8, sitk.sitkFloat32))
+    image = from_array(
+        np.random.default_rng(0).normal(size=(8, 8, 8)).astype(np.float32),
+        sitk.Image(8, 8, 8, sitk.sitkFloat32),
+    )
     write_image(image, tmp_path / "a.nii.gz")
     write_image(image, tmp_path / "b.nii.gz")
     assert (tmp_path / "a.nii.gz").read_bytes() == (tmp_path / "b.nii.gz").read_bytes()

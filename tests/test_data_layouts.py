@@ -43,7 +43,11 @@ def test_autopet_tree_is_found_with_patients_and_studies(autopet):
     assert [c.case_id for c in found.cases] == ids and not found.problems
     for case in found.cases:
         assert case.case_id.startswith(case.patient_id + "_study")
-        assert case.ct.name == "CTres.nii.gz" and case.pet.name == "SUV.nii.gz" and case.label.name == "SEG.nii.gz"
+        assert (
+            case.ct.name == "CTres.nii.gz"
+            and case.pet.name == "SUV.nii.gz"
+            and case.label.name == "SEG.nii.gz"
+        )
     assert len({c.patient_id for c in found.cases}) < len(found.cases)  # a patient with two studies
 
 
@@ -73,6 +77,7 @@ def test_nnunet_and_manifest_exports_read_back_identically(which, autopet, heckt
     for name in ("manifest.csv", "list.json"):
         path = write_manifest(cases, tmp_path / "m" / name)
         back = discover_cases(path if name != "manifest.csv" else path.parent).cases
+
         def key(c):
             return (c.case_id, c.patient_id, c.ct.resolve(), c.pet.resolve(), c.label.resolve())
 
@@ -83,7 +88,9 @@ def test_missing_modality_is_reported_and_other_cases_go_on(autopet, tmp_path):
     root, ids = autopet
     cases = discover_cases(root).cases
     rows = [f"{c.case_id},{c.patient_id},{c.ct},{c.pet},{c.label}" for c in cases]
-    rows[1] = f"{cases[1].case_id},{cases[1].patient_id},{cases[1].ct},{tmp_path / 'gone.nii.gz'},{cases[1].label}"
+    rows[1] = (
+        f"{cases[1].case_id},{cases[1].patient_id},{cases[1].ct},{tmp_path / 'gone.nii.gz'},{cases[1].label}"
+    )
     rows[2] = f"{cases[2].case_id},{cases[2].patient_id},{cases[2].ct},,{cases[2].label}"
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("case_id,patient_id,ct,pet,label\n" + "\n".join(rows) + "\n")

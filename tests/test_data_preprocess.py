@@ -31,8 +31,15 @@ def autopet(make_cohort):
 
 @pytest.fixture()
 def hecktor(make_cohort):
-    root, _ = make_cohort("hecktor", 2, seed=5, pet_shape=(20, 20, 18), pet_spacing=(8.0, 8.0, 8.0),
-                          ct_shape=(32, 32, 24), ct_spacing=(4.0, 4.0, 5.0))
+    root, _ = make_cohort(
+        "hecktor",
+        2,
+        seed=5,
+        pet_shape=(20, 20, 18),
+        pet_spacing=(8.0, 8.0, 8.0),
+        ct_shape=(32, 32, 24),
+        ct_spacing=(4.0, 4.0, 5.0),
+    )
     return discover_cases(root).cases
 
 
@@ -66,7 +73,9 @@ def test_hecktor_grids_merge_and_label_modes(hecktor):
     restored = to_array(ct_grid)
     for k in (1, 2):
         if (source == k).sum() > 30:
-            overlap = 2 * ((restored == k) & (source == k)).sum() / ((restored == k).sum() + (source == k).sum())
+            overlap = (
+                2 * ((restored == k) & (source == k)).sum() / ((restored == k).sum() + (source == k).sum())
+            )
             assert overlap > 0.6
     fine = preprocess_case(case, PreprocessConfig(target_spacing=(3.0, 3.0, 3.0)))
     assert fine["meta"]["spacing"] == [3.0, 3.0, 3.0] and fine["ct"].shape == fine["pet"].shape
@@ -81,15 +90,18 @@ def test_pet_orientation_does_not_change_the_arrays(autopet, tmp_path):
     flipped.SetOrigin(pet.TransformIndexToPhysicalPoint([s - 1 for s in pet.GetSize()[:2]] + [0]))
     write_image(flipped, tmp_path / "pet.nii.gz")
     a = preprocess_case(case, PreprocessConfig())
-    b = preprocess_case(Case(case.case_id, case.patient_id, case.ct, tmp_path / "pet.nii.gz", case.label),
-                        PreprocessConfig())
+    b = preprocess_case(
+        Case(case.case_id, case.patient_id, case.ct, tmp_path / "pet.nii.gz", case.label), PreprocessConfig()
+    )
     np.testing.assert_allclose(a["pet"], b["pet"], atol=1e-6)
     np.testing.assert_array_equal(a["label"], b["label"])
 
 
 def test_cache_skips_current_cases_and_redoes_changed_ones(autopet, tmp_path):
-    cases = [Case(c.case_id, c.patient_id, tmp_path / f"{i}_ct.nii.gz", tmp_path / f"{i}_pet.nii.gz", c.label)
-             for i, c in enumerate(autopet)]
+    cases = [
+        Case(c.case_id, c.patient_id, tmp_path / f"{i}_ct.nii.gz", tmp_path / f"{i}_pet.nii.gz", c.label)
+        for i, c in enumerate(autopet)
+    ]
     for src, dst in zip(autopet, cases):
         shutil.copy(src.ct, dst.ct)
         shutil.copy(src.pet, dst.pet)
@@ -145,8 +157,14 @@ def _bad_cases(case: Case, tmp_path) -> dict[str, Case]:
 
 def test_bad_inputs_give_one_line_errors_naming_case_and_file(autopet, tmp_path):
     bad = _bad_cases(autopet[0], tmp_path)
-    expect = {"nan": "NaN", "nooverlap": "do not overlap", "fourd": "4-D", "labelvalues": "unexpected label values",
-              "unreadable": "unreadable", "missing": "not found"}
+    expect = {
+        "nan": "NaN",
+        "nooverlap": "do not overlap",
+        "fourd": "4-D",
+        "labelvalues": "unexpected label values",
+        "unreadable": "unreadable",
+        "missing": "not found",
+    }
     for name, case in bad.items():
         with pytest.raises(DataError) as err:
             preprocess_case(case, PreprocessConfig())
@@ -169,8 +187,19 @@ def test_check_verb_reports_every_bad_case(autopet, tmp_path, capsys):
     out = capsys.readouterr().out
     assert all(c.case_id in out for c in bad.values())
     assert f"{len(autopet)} good case(s), {len(bad)} bad case(s)" in out
-    assert h2aseg_main(["preprocess", "--data", str(tmp_path / "manifest.csv"), "--cache", str(tmp_path / "c"),
-                        "--quiet"]) == 1
+    assert (
+        h2aseg_main(
+            [
+                "preprocess",
+                "--data",
+                str(tmp_path / "manifest.csv"),
+                "--cache",
+                str(tmp_path / "c"),
+                "--quiet",
+            ]
+        )
+        == 1
+    )
     assert len(list((tmp_path / "c").glob("*.npz"))) == len(autopet)
 
 
@@ -201,7 +230,9 @@ def test_body_box_matches_the_box_of_every_body_voxel():
     ct = np.full((30, 20, 25), -1000.0, np.float32)
     ct[rng.integers(3, 27, 40), rng.integers(2, 18, 40), rng.integers(5, 20, 40)] = 40.0
     voxels = np.argwhere(ct > -500)
-    expected = [[max(int(a) - 2, 0), min(int(b) + 3, s)] for a, b, s in zip(voxels.min(0), voxels.max(0), ct.shape)]
+    expected = [
+        [max(int(a) - 2, 0), min(int(b) + 3, s)] for a, b, s in zip(voxels.min(0), voxels.max(0), ct.shape)
+    ]
     assert _body_box(ct, -500.0, 2) == expected
     assert _body_box(np.full((4, 5, 6), -1000.0), -500.0, 2) == [[0, 4], [0, 5], [0, 6]]
 

@@ -67,8 +67,18 @@ def test_autopet_cohort_layout_pet_coarser_lesion_free_share_and_suv(tmp_path):
     cases = discover_cases(tmp_path).cases
     assert [c.case_id for c in cases] == ids
     study = cases[0].pet.parent
-    assert sorted(p.name for p in study.iterdir()) == ["CT.nii.gz", "CTres.nii.gz", "PET.nii.gz", "SEG.nii.gz", "SUV.nii.gz"]
-    ct, suv, ctres = read_image(study / "CT.nii.gz"), read_image(study / "SUV.nii.gz"), read_image(study / "CTres.nii.gz")
+    assert sorted(p.name for p in study.iterdir()) == [
+        "CT.nii.gz",
+        "CTres.nii.gz",
+        "PET.nii.gz",
+        "SEG.nii.gz",
+        "SUV.nii.gz",
+    ]
+    ct, suv, ctres = (
+        read_image(study / "CT.nii.gz"),
+        read_image(study / "SUV.nii.gz"),
+        read_image(study / "CTres.nii.gz"),
+    )
     assert ct.GetSpacing() == (4.0, 4.0, 4.0) and suv.GetSpacing() == (8.0, 8.0, 8.0)
     assert ctres.GetSize() == suv.GetSize() and ctres.GetOrigin() == suv.GetOrigin()
     bq, s = to_array(read_image(study / "PET.nii.gz")), to_array(suv)
@@ -80,8 +90,16 @@ def test_autopet_cohort_layout_pet_coarser_lesion_free_share_and_suv(tmp_path):
 
 
 def test_hecktor_cohort_has_ct_and_pet_on_different_grids(tmp_path):
-    generate_cohort("hecktor", tmp_path, 2, seed=0, pet_shape=(28, 28, 26), pet_spacing=(8.0, 8.0, 8.0),
-                    ct_shape=(48, 48, 36), ct_spacing=(4.0, 4.0, 5.0))
+    generate_cohort(
+        "hecktor",
+        tmp_path,
+        2,
+        seed=0,
+        pet_shape=(28, 28, 26),
+        pet_spacing=(8.0, 8.0, 8.0),
+        ct_shape=(48, 48, 36),
+        ct_spacing=(4.0, 4.0, 5.0),
+    )
     for case in discover_cases(tmp_path).cases:
         ct, pet, label = read_image(case.ct), read_image(case.pet), read_image(case.label)
         assert ct.GetSize() != pet.GetSize() and ct.GetOrigin() != pet.GetOrigin()
@@ -93,14 +111,32 @@ def test_same_seed_same_bytes(tmp_path):
     for run in ("a", "b"):
         generate_cohort("hecktor", tmp_path / run, 2, seed=4, pet_shape=(14, 14, 13), ct_shape=(24, 24, 18))
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.nii.gz"))
-    assert files and all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+    assert files and all(
+        (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files
+    )
     generate_cohort("hecktor", tmp_path / "c", 2, seed=5, pet_shape=(14, 14, 13), ct_shape=(24, 24, 18))
     assert (tmp_path / "a" / files[0]).read_bytes() != (tmp_path / "c" / files[0]).read_bytes()
 
 
 def test_synth_verb_writes_and_summarises(tmp_path, capsys):
-    assert h2aseg_main(["synth", "--kind", "autopet", "--cases", "2", "--out", str(tmp_path), "--seed", "0",
-                        "--pet-shape", "16,16,24"]) == 0
+    assert (
+        h2aseg_main(
+            [
+                "synth",
+                "--kind",
+                "autopet",
+                "--cases",
+                "2",
+                "--out",
+                str(tmp_path),
+                "--seed",
+                "0",
+                "--pet-shape",
+                "16,16,24",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "wrote 2 autopet studies" in out and "lesion-positive studies" in out
     with pytest.raises(SystemExit):
@@ -116,8 +152,12 @@ def test_lesion_size_presets_draw_volumes_in_their_ranges():
         volumes = np.array([4.0 / 3.0 * np.pi * sizes.radius_mm(rng) ** 3 / 1000.0 for _ in range(2000)])
         assert volumes.min() >= sizes.min_ml - 1e-9 and volumes.max() <= sizes.max_ml + 1e-9
         assert abs(np.median(volumes) / sizes.median_ml - 1.0) < 0.15
-    realistic = np.array([4.0 / 3.0 * np.pi * LESION_SIZE_PRESETS["realistic"].radius_mm(rng) ** 3 / 1000.0
-                          for _ in range(2000)])
+    realistic = np.array(
+        [
+            4.0 / 3.0 * np.pi * LESION_SIZE_PRESETS["realistic"].radius_mm(rng) ** 3 / 1000.0
+            for _ in range(2000)
+        ]
+    )
     assert 0.75 < np.mean((realistic >= 0.5) & (realistic <= 10.0)) < 0.92  # mostly 0.5-10 ml, with a tail
     legacy = np.array([LESION_SIZE_PRESETS["legacy"].radius_mm(rng) for _ in range(2000)])
     assert 3.0 <= legacy.min() and legacy.max() <= 24.0 and np.mean(legacy >= 11.0) > 0.6
@@ -129,6 +169,20 @@ def test_synth_lesion_overrides_change_one_setting_and_legacy_refuses_volumes(tm
 
     small = LESION_SIZE_PRESETS["small"].with_overrides(suv_range=(2.5, 15.0))
     assert small.suv_range == (2.5, 15.0) and small.median_ml == LESION_SIZE_PRESETS["small"].median_ml
-    assert cli_main(["synth", "--cases", "1", "--out", str(tmp_path / "c"), "--lesion-sizes", "legacy",
-                     "--lesion-median-ml", "2"]) == 2
+    assert (
+        cli_main(
+            [
+                "synth",
+                "--cases",
+                "1",
+                "--out",
+                str(tmp_path / "c"),
+                "--lesion-sizes",
+                "legacy",
+                "--lesion-median-ml",
+                "2",
+            ]
+        )
+        == 2
+    )
     assert "legacy preset draws radii" in capsys.readouterr().err

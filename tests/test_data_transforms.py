@@ -115,7 +115,9 @@ def _single_voxel_lesion(shape=(40, 40, 40), at=(20, 20, 20)):
 
 
 def _lesion_positions(lesion_offset: float, draws: int = 150) -> np.ndarray:
-    pipeline = train_transforms((16, 16, 16), samples_per_volume=1, rotate_prob=0.0, lesion_offset=lesion_offset)
+    pipeline = train_transforms(
+        (16, 16, 16), samples_per_volume=1, rotate_prob=0.0, lesion_offset=lesion_offset
+    )
     pipeline.set_random_state(seed=1)
     positions = []
     for _ in range(draws):
@@ -135,7 +137,9 @@ def test_centred_crops_put_the_lesion_at_the_patch_centre_and_offset_crops_anywh
     # m = 16 // 2 - 1 = 7: every position 1..15 is reached on every axis, and the lesion stays in the patch
     for axis in range(3):
         assert set(range(1, 16)) <= set(moved[:, axis].tolist())
-    assert len(moved) > 0.4 * 150  # about half the crops are positive and every positive crop holds the lesion
+    assert (
+        len(moved) > 0.4 * 150
+    )  # about half the crops are positive and every positive crop holds the lesion
 
 
 def test_lesion_offset_outside_0_1_is_refused():

@@ -9,8 +9,26 @@ from h2aseg.cli import main as cli_main
 
 def test_demo_writes_report_with_table_and_pictures(tmp_path):
     out = tmp_path / "demo"
-    code = cli_main(["demo", "--out", str(out), "--cases", "6", "--minutes", "0.05", "--channels", "2", "4", "4", "8", "8",
-                     "--val-every", "100", "--no-progress"])
+    code = cli_main(
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--cases",
+            "6",
+            "--minutes",
+            "0.05",
+            "--channels",
+            "2",
+            "4",
+            "4",
+            "8",
+            "8",
+            "--val-every",
+            "100",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     report = (out / "report.md").read_text()
     assert "| h2aseg (trained here) |" in report and "| SUV ≥ 2.5 threshold (no training) |" in report

@@ -38,12 +38,18 @@ TINY = {"pet_shape": (24, 24, 16), "pet_spacing": (8.0, 8.0, 8.0), "ct_spacing":
 def make_run(folder: Path, foreground_prior: float = 0.45, seed: int = 0) -> Path:
     """An untrained tiny H2ASeg saved as a run folder; a head prior near 0.5 gives a mask of many shapes."""
     config = RunConfig()
-    config.model.options = {"channels": [2, 4, 4, 8, 8], "window_size": [4, 4, 4], "foreground_prior": foreground_prior}
+    config.model.options = {
+        "channels": [2, 4, 4, 8, 8],
+        "window_size": [4, 4, 4],
+        "foreground_prior": foreground_prior,
+    }
     config.train.patch = [32, 32, 32]
     torch.manual_seed(seed)
     folder.mkdir(parents=True)
-    save_checkpoint({"model": build_network(config).state_dict(), "config": config.to_dict(), "epoch": 1},
-                    folder / "best.pt")
+    save_checkpoint(
+        {"model": build_network(config).state_dict(), "config": config.to_dict(), "epoch": 1},
+        folder / "best.pt",
+    )
     return folder
 
 
@@ -58,8 +64,24 @@ def cohort(tmp_path_factory) -> Path:
 def predicted(cohort, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pred")
     run = make_run(out.parent / f"{out.name}_run")
-    assert cli_main(["predict", "--model", str(run), "--input", str(cohort), "--out", str(out), "--no-progress",
-                     "--format", "nifti,dicom-seg", "rtstruct"]) == 0
+    assert (
+        cli_main(
+            [
+                "predict",
+                "--model",
+                str(run),
+                "--input",
+                str(cohort),
+                "--out",
+                str(out),
+                "--no-progress",
+                "--format",
+                "nifti,dicom-seg",
+                "rtstruct",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -77,8 +99,9 @@ def test_seg_frames_rebuild_the_nifti_mask_on_the_pet_slices(cohort, predicted):
         assert segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == "52988006"
         assert segment.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "49755003"
         uids = [ds.SOPInstanceUID for ds in pet]
-        rebuilt = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1],
-                                                    combine_segments=True)
+        rebuilt = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=uids, segment_numbers=[1], combine_segments=True
+        )
         np.testing.assert_array_equal(rebuilt, mask)
         positions = {ds.SOPInstanceUID: [float(v) for v in ds.ImagePositionPatient] for ds in pet}
         for frame in seg.PerFrameFunctionalGroupsSequence:
@@ -95,7 +118,10 @@ def test_rtstruct_rasterised_back_matches_the_nifti_mask(cohort, predicted):
         assert ds.Modality == "RTSTRUCT" and [r.ROIName for r in ds.StructureSetROISequence] == ["lesion"]
         pet = read_series(case.pet)
         assert ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID == pet[0].FrameOfReferenceUID
-        referenced = {c.ContourImageSequence[0].ReferencedSOPInstanceUID for c in ds.ROIContourSequence[0].ContourSequence}
+        referenced = {
+            c.ContourImageSequence[0].ReferencedSOPInstanceUID
+            for c in ds.ROIContourSequence[0].ContourSequence
+        }
         assert referenced <= {p.SOPInstanceUID for p in pet}
         back = sitk.GetArrayFromImage(rtstruct_to_label(path, read_pet(case.pet))) > 0
         dice = 2 * (back & mask).sum() / (back.sum() + mask.sum())
@@ -120,7 +146,10 @@ def test_empty_prediction_gives_valid_objects_with_an_empty_segment(cohort, tmp_
     uids = [ds.SOPInstanceUID for ds in read_series(case.pet)]
     assert not seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1]).any()
     rt = pydicom.dcmread(tmp_path / "e.rtstruct.dcm")
-    assert rt.StructureSetROISequence[0].ROIName == "lesion" and "ContourSequence" not in rt.ROIContourSequence[0]
+    assert (
+        rt.StructureSetROISequence[0].ROIName == "lesion"
+        and "ContourSequence" not in rt.ROIContourSequence[0]
+    )
 
 
 def test_multiclass_labels_become_gtvp_and_gtvn_segments(cohort, tmp_path):
@@ -134,19 +163,39 @@ def test_multiclass_labels_become_gtvp_and_gtvn_segments(cohort, tmp_path):
     write_rtstruct(label, case.pet, tmp_path / "m.rtstruct.dcm", labels_for("multiclass"))
     seg = hd.seg.segread(tmp_path / "m.seg.dcm")
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["GTVp", "GTVn"]
-    assert [s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in seg.SegmentSequence] == ["86049000", "14799000"]
+    assert [s.SegmentedPropertyTypeCodeSequence[0].CodeValue for s in seg.SegmentSequence] == [
+        "86049000",
+        "14799000",
+    ]
     uids = [ds.SOPInstanceUID for ds in read_series(case.pet)]
-    rebuilt = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1, 2],
-                                                combine_segments=True)
+    rebuilt = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=[1, 2], combine_segments=True
+    )
     np.testing.assert_array_equal(rebuilt, array)
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(rtstruct_to_label(tmp_path / "m.rtstruct.dcm", pet)), array)
+    np.testing.assert_array_equal(
+        sitk.GetArrayFromImage(rtstruct_to_label(tmp_path / "m.rtstruct.dcm", pet)), array
+    )
 
 
 def test_dicom_output_of_nifti_input_is_refused_in_one_line(cohort, tmp_path, capsys):
     run = make_run(tmp_path / "run")
     nifti = discover_cases(cohort / "nifti", "autopet").cases[0]
-    status = cli_main(["predict", "--model", str(run), "--ct", str(nifti.ct), "--pet", str(nifti.pet),
-                       "--out", str(tmp_path / "out"), "--format", "dicom-seg", "--no-progress"])
+    status = cli_main(
+        [
+            "predict",
+            "--model",
+            str(run),
+            "--ct",
+            str(nifti.ct),
+            "--pet",
+            str(nifti.pet),
+            "--out",
+            str(tmp_path / "out"),
+            "--format",
+            "dicom-seg",
+            "--no-progress",
+        ]
+    )
     assert status == 2 or status == 1
     err = capsys.readouterr().err
     assert "needs the PET as a DICOM series folder" in err and "Traceback" not in err
@@ -173,9 +222,13 @@ def test_postprocessing_removes_a_small_and_a_cold_component_and_keeps_the_large
     label[15:17, 15:17, 15:17] = 1  # 8 voxels = 0.064 ml
     label[2:8, 14:19, 14:19] = 1  # 150 voxels = 1.2 ml but SUVmax 1 (cold)
     kept, removed = remove_components(label, suv, (2.0, 2.0, 2.0), PostProcess(min_volume_ml=0.5))
-    assert kept[2:10, 2:10, 2:10].all() and kept[2:8, 14:19, 14:19].all() and not kept[15:17, 15:17, 15:17].any()
+    assert (
+        kept[2:10, 2:10, 2:10].all() and kept[2:8, 14:19, 14:19].all() and not kept[15:17, 15:17, 15:17].any()
+    )
     assert [r["voxels"] for r in removed] == [8]
-    kept, removed = remove_components(label, suv, (2.0, 2.0, 2.0), PostProcess(min_volume_ml=0.5, min_suvmax=2.5))
+    kept, removed = remove_components(
+        label, suv, (2.0, 2.0, 2.0), PostProcess(min_volume_ml=0.5, min_suvmax=2.5)
+    )
     assert int(kept.sum()) == 512 and sorted(r["voxels"] for r in removed) == [8, 150]
     unchanged, none = remove_components(label, suv, (2.0, 2.0, 2.0), PostProcess())
     assert (unchanged == label).all() and none == []
@@ -184,8 +237,25 @@ def test_postprocessing_removes_a_small_and_a_cold_component_and_keeps_the_large
 def test_postprocessing_in_predict_is_recorded(cohort, tmp_path):
     run = make_run(tmp_path / "run")
     out = tmp_path / "out"
-    assert cli_main(["predict", "--model", str(run), "--input", str(cohort), "--out", str(out), "--no-progress",
-                     "--min-component-ml", "5", "--min-suvmax", "0.1"]) == 0
+    assert (
+        cli_main(
+            [
+                "predict",
+                "--model",
+                str(run),
+                "--input",
+                str(cohort),
+                "--out",
+                str(out),
+                "--no-progress",
+                "--min-component-ml",
+                "5",
+                "--min-suvmax",
+                "0.1",
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "predict.json").read_text())
     assert record["postprocess"] == {"min_volume_ml": 5.0, "min_suvmax": 0.1}
     for case_id, entry in record["cases"].items():
@@ -214,12 +284,18 @@ def test_a_ct_grid_label_references_the_ct_series(cohort, tmp_path):
     seg = hd.seg.segread(tmp_path / f"{case.case_id}.seg.dcm")
     ct_series = read_series(case.ct)
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct_series[0].SeriesInstanceUID
-    rebuilt = seg.get_pixels_by_source_instance(source_sop_instance_uids=[d.SOPInstanceUID for d in ct_series],
-                                                segment_numbers=[1], combine_segments=True)
+    rebuilt = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=[d.SOPInstanceUID for d in ct_series],
+        segment_numbers=[1],
+        combine_segments=True,
+    )
     np.testing.assert_array_equal(rebuilt, array)
     back = sitk.GetArrayFromImage(rtstruct_to_label(tmp_path / f"{case.case_id}.rtstruct.dcm", ct))
     np.testing.assert_array_equal(back, array)
-    assert writer.records[case.case_id]["files"] == [f"{case.case_id}.seg.dcm", f"{case.case_id}.rtstruct.dcm"]
+    assert writer.records[case.case_id]["files"] == [
+        f"{case.case_id}.seg.dcm",
+        f"{case.case_id}.rtstruct.dcm",
+    ]
 
 
 def test_suvmax_filter_reads_the_pet_on_the_label_grid(cohort, tmp_path):
@@ -228,7 +304,9 @@ def test_suvmax_filter_reads_the_pet_on_the_label_grid(cohort, tmp_path):
 
     case = discover_cases(cohort, "manifest").cases[0]
     ct, pet = read_ct(case.ct), read_pet(case.pet)
-    hot = np.unravel_index(int(np.argmax(sitk.GetArrayFromImage(pet))), pet.GetSize()[::-1])  # (z, y, x) on PET
+    hot = np.unravel_index(
+        int(np.argmax(sitk.GetArrayFromImage(pet))), pet.GetSize()[::-1]
+    )  # (z, y, x) on PET
     centre = ct.TransformPhysicalPointToIndex(pet.TransformIndexToPhysicalPoint([int(v) for v in hot[::-1]]))
     array = np.zeros(ct.GetSize()[::-1], np.uint8)
     z, y, x = centre[2], centre[1], centre[0]

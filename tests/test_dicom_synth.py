@@ -63,8 +63,26 @@ def test_dicom_ct_reads_back_in_hu(cohort):
 
 def test_synth_cli_writes_dicom(tmp_path, capsys):
     out = tmp_path / "synth"
-    assert cli_main(["synth", "--format", "dicom", "--cases", "1", "--out", str(out), "--pet-shape", "16,16,12",
-                     "--pet-spacing", "8", "--ct-spacing", "8"]) == 0
+    assert (
+        cli_main(
+            [
+                "synth",
+                "--format",
+                "dicom",
+                "--cases",
+                "1",
+                "--out",
+                str(out),
+                "--pet-shape",
+                "16,16,12",
+                "--pet-spacing",
+                "8",
+                "--ct-spacing",
+                "8",
+            ]
+        )
+        == 0
+    )
     assert "DICOM" in capsys.readouterr().out
     (case,) = discover_cases(out, "auto").cases
     assert len(list(case.pet.glob("*.dcm"))) == 12 and case.pet.is_dir()

@@ -158,10 +158,25 @@ def test_case_ids_restrict_evaluation_to_a_split_without_missing_prediction_nois
     pred, gt, out = folders
     summary = evaluate_folders(pred, gt, out, progress=False, case_ids=["pos", "neg", "unknown"])
     assert summary["n_cases"] == 2
-    assert summary["problems"] == [f"unknown: listed for evaluation but has no label under {gt}; not evaluated"]
+    assert summary["problems"] == [
+        f"unknown: listed for evaluation but has no label under {gt}; not evaluated"
+    ]
     assert summary["settings"]["case_ids"] == ["pos", "neg"]
-    args = _parse(["evaluate", "--pred", str(pred), "--gt", str(gt), "--out", str(out), "--cases", "pos",
-                   "--strict", "--no-progress"])
+    args = _parse(
+        [
+            "evaluate",
+            "--pred",
+            str(pred),
+            "--gt",
+            str(gt),
+            "--out",
+            str(out),
+            "--cases",
+            "pos",
+            "--strict",
+            "--no-progress",
+        ]
+    )
     assert args.func(args) == 0
     assert json.loads((out / "summary.json").read_text())["n_cases"] == 1
     assert "unknown: listed" in caplog.text and "nopred" not in caplog.text  # problems are logged

@@ -19,8 +19,29 @@ from h2aseg.errors import DataError
 from h2aseg.export.package import FORMAT_VERSION, is_package, load_package, read_metadata
 
 TINY_COHORT = {"pet_shape": (32, 32, 32), "pet_spacing": (8.0, 8.0, 8.0), "ct_spacing": (8.0, 8.0, 8.0)}
-TINY_TRAIN = ["--model", "h2aseg", "--channels", "2", "4", "4", "8", "8", "--model-options", '{"window_size": [4, 4, 4]}',
-              "--patch", "32", "32", "32", "--batch", "2", "--steps-per-epoch", "1", "--epochs", "1", "--no-progress"]
+TINY_TRAIN = [
+    "--model",
+    "h2aseg",
+    "--channels",
+    "2",
+    "4",
+    "4",
+    "8",
+    "8",
+    "--model-options",
+    '{"window_size": [4, 4, 4]}',
+    "--patch",
+    "32",
+    "32",
+    "32",
+    "--batch",
+    "2",
+    "--steps-per-epoch",
+    "1",
+    "--epochs",
+    "1",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,15 +49,41 @@ def run(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("export")
     generate_cohort("autopet", root / "data", 6, seed=2, lesion_free_fraction=0.0, **TINY_COHORT)
     out = root / "run"
-    assert cli_main(["train", "--data", str(root / "data"), "--out", str(out), "--cache", str(root / "cache"),
-                     *TINY_TRAIN]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "--data",
+                str(root / "data"),
+                "--out",
+                str(out),
+                "--cache",
+                str(root / "cache"),
+                *TINY_TRAIN,
+            ]
+        )
+        == 0
+    )
     return out
 
 
 def _predict(model: Path, run: Path, out: Path) -> int:
     splits = json.loads((run / "splits.json").read_text())
-    return cli_main(["predict", "--model", str(model), "--input", str(run.parent / "data"), "--out", str(out),
-                     "--cases", *splits["test"], "--save-probabilities", "--no-progress"])
+    return cli_main(
+        [
+            "predict",
+            "--model",
+            str(model),
+            "--input",
+            str(run.parent / "data"),
+            "--out",
+            str(out),
+            "--cases",
+            *splits["test"],
+            "--save-probabilities",
+            "--no-progress",
+        ]
+    )
 
 
 def _rewrite(package: Path, target: Path, change) -> Path:
@@ -50,17 +97,38 @@ def _rewrite(package: Path, target: Path, change) -> Path:
 def test_package_predicts_as_the_run_folder_bit_for_bit_and_carries_a_model_card(run, tmp_path, capsys):
     assert _predict(run, run, tmp_path / "from_run") == 0
     splits = json.loads((run / "splits.json").read_text())
-    assert cli_main(["evaluate", "--pred", str(tmp_path / "from_run"), "--gt", str(run.parent / "data"), "--layout",
-                     "autopet", "--cases", *splits["test"], "--out", str(run / "eval"), "--no-progress"]) == 0
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--pred",
+                str(tmp_path / "from_run"),
+                "--gt",
+                str(run.parent / "data"),
+                "--layout",
+                "autopet",
+                "--cases",
+                *splits["test"],
+                "--out",
+                str(run / "eval"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     package = tmp_path / "model.h2aseg.zip"
-    assert cli_main(["export", str(run), "--out", str(package), "--licence", "CC-BY-4.0", "--name", "tiny"]) == 0
+    assert (
+        cli_main(["export", str(run), "--out", str(package), "--licence", "CC-BY-4.0", "--name", "tiny"]) == 0
+    )
     assert "parameters" in capsys.readouterr().out
     assert is_package(package) and not is_package(run / "last.pt")
     with zipfile.ZipFile(package) as archive:
         assert set(archive.namelist()) == {"model.pt", "config.yaml", "preprocessing.json", "metadata.json"}
         weights = archive.read("model.pt")
     card = read_metadata(package)
-    assert card["format_version"] == FORMAT_VERSION and card["licence"] == "CC-BY-4.0" and card["name"] == "tiny"
+    assert (
+        card["format_version"] == FORMAT_VERSION and card["licence"] == "CC-BY-4.0" and card["name"] == "tiny"
+    )
     assert card["versions"]["h2aseg"] == __version__ and card["versions"]["torch"] == torch.__version__
     assert card["weights"]["sha256"] == hashlib.sha256(weights).hexdigest()
     assert card["weights"]["from"] in ("best.pt", "last.pt")
@@ -77,11 +145,15 @@ def test_package_predicts_as_the_run_folder_bit_for_bit_and_carries_a_model_card
 
     assert _predict(package, run, tmp_path / "from_zip") == 0
     files = sorted(p.relative_to(tmp_path / "from_run") for p in (tmp_path / "from_run").rglob("*.nii.gz"))
-    assert files and files == sorted(p.relative_to(tmp_path / "from_zip") for p in (tmp_path / "from_zip").rglob("*.nii.gz"))
+    assert files and files == sorted(
+        p.relative_to(tmp_path / "from_zip") for p in (tmp_path / "from_zip").rglob("*.nii.gz")
+    )
     for name in files:
         a = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "from_run" / name)))
         b = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "from_zip" / name)))
-        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), name  # labels and probabilities, bit for bit
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (
+            name
+        )  # labels and probabilities, bit for bit
 
 
 def test_tampered_or_newer_package_is_refused_in_one_line(run, tmp_path, capsys):
@@ -98,7 +170,12 @@ def test_tampered_or_newer_package_is_refused_in_one_line(run, tmp_path, capsys)
     with pytest.raises(DataError, match="do not match the sha256"):
         load_package(tampered)
     capsys.readouterr()
-    assert cli_main(["predict", "--model", str(tampered), "--input", str(tmp_path), "--out", str(tmp_path / "p")]) == 2
+    assert (
+        cli_main(
+            ["predict", "--model", str(tampered), "--input", str(tmp_path), "--out", str(tmp_path / "p")]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "sha256" in err
 
@@ -136,7 +213,9 @@ def test_onnx_export_matches_pytorch_within_1e_4(run, tmp_path, capsys):
 def test_torchscript_export_matches_pytorch(run, tmp_path, capsys):
     target = tmp_path / "model.ts"
     assert cli_main(["export", str(run), "--torchscript", str(target)]) == 0
-    diff = float(re.search(r"probability difference\| to PyTorch ([0-9.e+-]+)", capsys.readouterr().out).group(1))
+    diff = float(
+        re.search(r"probability difference\| to PyTorch ([0-9.e+-]+)", capsys.readouterr().out).group(1)
+    )
     assert diff <= 1e-4
     traced = torch.jit.load(str(target))
     logits, probabilities = traced(torch.zeros(3, 1, 32, 32, 32), torch.zeros(3, 1, 32, 32, 32))
@@ -149,7 +228,9 @@ def test_attention_network_whose_norms_follow_reshapes_exports_by_moments(tmp_pa
     from h2aseg.models.registry import build_model
 
     # the authors' release network: ONNX's InstanceNormalization cannot take its run-time reshaped maps
-    model = build_model("h2aseg_release", channels=(2, 4, 4, 8, 8), window_size=(4, 4, 4), patch_size=(32, 32, 32))
+    model = build_model(
+        "h2aseg_release", channels=(2, 4, 4, 8, 8), window_size=(4, 4, 4), patch_size=(32, 32, 32)
+    )
     path = export_onnx(model.eval(), (32, 32, 32), tmp_path / "release.onnx")
     assert check_parity(model, (32, 32, 32), path) <= 1e-4
 

@@ -71,22 +71,30 @@ def test_weights_sum_to_one_so_the_accumulator_is_the_probability():
         assert torch.allclose(total, torch.ones(size), atol=1e-5)
     # a network of constant probability 0.8 gives 0.8 everywhere, also where the volume is padded
     model = SuvRule()
-    ct, pet = np.zeros((40, 20, 36), np.float32), np.full((40, 20, 36), (3.0 + np.log(4.0) / 4.0) / SUV_SCALE, np.float32)
-    prob = predict_probabilities(model, ct, pet, InferenceSettings((32, 32, 32), overlap=0.5, precision="fp32"))
+    ct, pet = (
+        np.zeros((40, 20, 36), np.float32),
+        np.full((40, 20, 36), (3.0 + np.log(4.0) / 4.0) / SUV_SCALE, np.float32),
+    )
+    prob = predict_probabilities(
+        model, ct, pet, InferenceSettings((32, 32, 32), overlap=0.5, precision="fp32")
+    )
     assert prob.shape == (1, 40, 20, 36)
     assert torch.allclose(prob.float(), torch.full_like(prob.float(), 0.8), atol=2e-3)
 
 
 def test_window_skipping_keeps_the_hot_lesion_and_skips_the_cold_window():
     ct, pet, ball = _volume()
-    settings = InferenceSettings((32, 32, 32), overlap=0.0, precision="fp32", skip_suv=1.0, suv_scale=SUV_SCALE)
+    settings = InferenceSettings(
+        (32, 32, 32), overlap=0.0, precision="fp32", skip_suv=1.0, suv_scale=SUV_SCALE
+    )
     model, stats = SuvRule(), InferenceStats()
     prob = predict_probabilities(model, ct, pet, settings, stats)
     assert stats.windows == 2 and stats.windows_run == 1 and model.windows == 1  # the cold half never ran
     label = probabilities_to_label(prob).numpy().astype(bool)
     assert label[ball].all() and not label[~ball].any()
-    exhaustive = predict_probabilities(SuvRule(), ct, pet, InferenceSettings((32, 32, 32), overlap=0.0,
-                                                                             precision="fp32", skip_suv=None))
+    exhaustive = predict_probabilities(
+        SuvRule(), ct, pet, InferenceSettings((32, 32, 32), overlap=0.0, precision="fp32", skip_suv=None)
+    )
     assert np.array_equal(probabilities_to_label(exhaustive).numpy(), label)
     # softmax networks: the skipped window is background with probability 1
     multi = predict_probabilities(SuvRule(classes=3), ct, pet, settings)
@@ -99,24 +107,34 @@ def test_skipping_changes_no_label_where_windows_overlap():
     settings = InferenceSettings((32, 32, 32), overlap=0.5, precision="fp32", suv_scale=SUV_SCALE)
     stats = InferenceStats()
     skipped = predict_probabilities(TinyConvNet(), ct, pet, settings, stats)
-    full = predict_probabilities(TinyConvNet(), ct, pet, InferenceSettings((32, 32, 32), overlap=0.5, precision="fp32",
-                                                                           skip_suv=None))
+    full = predict_probabilities(
+        TinyConvNet(), ct, pet, InferenceSettings((32, 32, 32), overlap=0.5, precision="fp32", skip_suv=None)
+    )
     assert 0 < stats.windows_run < stats.windows
     hot = slice(48, 96)  # every window covering x >= 48 reaches the SUV-1.5 half and runs in both
     # (equal up to rounding: windows are batched differently when some are skipped)
     assert (skipped[:, hot].float() - full[:, hot].float()).abs().max() < 2e-3
-    assert not torch.allclose(skipped[:, :16].float(), full[:, :16].float(), atol=0.05)  # there, skipping did act
+    assert not torch.allclose(
+        skipped[:, :16].float(), full[:, :16].float(), atol=0.05
+    )  # there, skipping did act
 
 
-@pytest.mark.parametrize("precision, accumulate", [("bf16", "float16"), ("fp32", "float16"), ("bf16", "float32")])
+@pytest.mark.parametrize(
+    "precision, accumulate", [("bf16", "float16"), ("fp32", "float16"), ("bf16", "float32")]
+)
 def test_precision_options_keep_labels_within_tolerance(precision, accumulate):
     """bf16 autocast and float16 accumulation: >= 99 % of labels and probabilities within 0.05 of fp32/float32."""
     ct, pet, _ = _volume()
     model = TinyConvNet().eval()
-    reference = predict_probabilities(model, ct, pet, InferenceSettings((32, 32, 32), precision="fp32",
-                                                                         accumulate="float32", skip_suv=None))
-    reduced = predict_probabilities(model, ct, pet, InferenceSettings((32, 32, 32), precision=precision,
-                                                                       accumulate=accumulate, skip_suv=None))
+    reference = predict_probabilities(
+        model, ct, pet, InferenceSettings((32, 32, 32), precision="fp32", accumulate="float32", skip_suv=None)
+    )
+    reduced = predict_probabilities(
+        model,
+        ct,
+        pet,
+        InferenceSettings((32, 32, 32), precision=precision, accumulate=accumulate, skip_suv=None),
+    )
     ref_label, label = probabilities_to_label(reference), probabilities_to_label(reduced)
     assert 0.05 < ref_label.float().mean() < 0.95  # the check has both classes to get wrong
     assert (ref_label == label).float().mean() >= 0.99
@@ -138,6 +156,8 @@ def test_precision_choices():
 
 
 def test_prediction_does_not_import_training():
-    code = ("import sys, h2aseg.inference.predictor, h2aseg.inference.core; "
-            "bad = [m for m in sys.modules if m.startswith('h2aseg.training')]; assert not bad, bad")
+    code = (
+        "import sys, h2aseg.inference.predictor, h2aseg.inference.core; "
+        "bad = [m for m in sys.modules if m.startswith('h2aseg.training')]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -35,9 +35,11 @@ def test_validation_and_predict_share_the_core(tmp_path, monkeypatch):
     loaded = load_trained_model(tmp_path)
     rng = np.random.default_rng(1)
     shape = (40, 36, 48)
-    data = {"ct": rng.uniform(0, 1, (1, *shape)).astype(np.float32),
-            "pet": rng.uniform(0, 0.6, (1, *shape)).astype(np.float32),
-            "label": (rng.uniform(size=(1, *shape)) > 0.9).astype(np.uint8)}
+    data = {
+        "ct": rng.uniform(0, 1, (1, *shape)).astype(np.float32),
+        "pet": rng.uniform(0, 0.6, (1, *shape)).astype(np.float32),
+        "label": (rng.uniform(size=(1, *shape)) > 0.9).astype(np.uint8),
+    }
     cache = SimpleNamespace(load=lambda case_id: data, config=preprocess_config_for(config))
 
     seen = []

@@ -14,8 +14,12 @@ from h2aseg.cli import main as cli_main
 from h2aseg.data.layouts import discover_cases
 from h2aseg.errors import DataError
 
-TINY = {"pet_shape": (16, 16, 24), "pet_spacing": (16.0, 16.0, 16.0), "ct_spacing": (8.0, 8.0, 8.0),
-        "lesion_free_fraction": 0.0}
+TINY = {
+    "pet_shape": (16, 16, 24),
+    "pet_spacing": (16.0, 16.0, 16.0),
+    "ct_spacing": (8.0, 8.0, 8.0),
+    "lesion_free_fraction": 0.0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +36,18 @@ def nnunet_folder(autopet: Path, out: Path, meta: dict, swap: bool = False) -> P
         shutil.copy(first, out / "imagesTr" / f"{case.case_id}_0000.nii.gz")
         shutil.copy(second, out / "imagesTr" / f"{case.case_id}_0001.nii.gz")
         shutil.copy(case.label, out / "labelsTr" / f"{case.case_id}.nii.gz")
-    (out / "dataset.json").write_text(json.dumps({"file_ending": ".nii.gz", "labels": {"background": 0, "lesion": 1},
-                                                  **meta}))
+    (out / "dataset.json").write_text(
+        json.dumps({"file_ending": ".nii.gz", "labels": {"background": 0, "lesion": 1}, **meta})
+    )
     return out
 
 
-def test_nnunet_autopet_conversion_naming_both_channels_ct_reads_ct_from_0000_and_pet_from_0001(autopet, tmp_path):
-    root = nnunet_folder(autopet, tmp_path / "Dataset221_AutoPETII", {"channel_names": {"0": "CT", "1": "CT"}})
+def test_nnunet_autopet_conversion_naming_both_channels_ct_reads_ct_from_0000_and_pet_from_0001(
+    autopet, tmp_path
+):
+    root = nnunet_folder(
+        autopet, tmp_path / "Dataset221_AutoPETII", {"channel_names": {"0": "CT", "1": "CT"}}
+    )
     found = discover_cases(root, "auto")
     assert found.cases and not found.problems
     for case in found.cases:  # before: both mapped to _0001 (the SUV file), "3 good case(s)"
@@ -56,7 +65,9 @@ def test_nnunet_v1_modality_key_is_read(autopet, tmp_path):
     # names decide here (PET first): without reading "modality" the old code took channel 0 as CT
     root = nnunet_folder(autopet, tmp_path / "Task501", {"modality": {"0": "PET", "1": "CT"}}, swap=True)
     found = discover_cases(root, "nnunet")
-    assert found.cases[0].ct.name.endswith("_0001.nii.gz") and found.cases[0].pet.name.endswith("_0000.nii.gz")
+    assert found.cases[0].ct.name.endswith("_0001.nii.gz") and found.cases[0].pet.name.endswith(
+        "_0000.nii.gz"
+    )
     assert "modality" in found.notes[0]
 
 
@@ -77,10 +88,15 @@ def test_nnunet_undecidable_channels_are_one_line_naming_the_case_and_the_option
 
 def test_channel_options_override_names_and_reach_check(autopet, tmp_path, capsys):
     root = nnunet_folder(autopet, tmp_path / "ds", {"channel_names": {"0": "CT", "1": "PET"}}, swap=True)
-    assert cli_main(["check", "--data", str(root), "--no-progress"]) == 1  # names are wrong: content checks say so
+    assert (
+        cli_main(["check", "--data", str(root), "--no-progress"]) == 1
+    )  # names are wrong: content checks say so
     out = capsys.readouterr().out
     assert "swapped" in out and "CT = channel 0" in out
-    assert cli_main(["check", "--data", str(root), "--ct-channel", "1", "--pet-channel", "0", "--no-progress"]) == 0
+    assert (
+        cli_main(["check", "--data", str(root), "--ct-channel", "1", "--pet-channel", "0", "--no-progress"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "CT = channel 1" in out and "2 good case(s)" in out
 

@@ -83,7 +83,16 @@ def test_new_fields_are_validated_from_their_annotation():
 
 def test_train_verb_refuses_a_bad_config_file_in_one_line(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("train:\n  epochs: -1\n")
-    code = cli_main(["train", "--config", str(tmp_path / "bad.yaml"), "--data", str(tmp_path), "--out",
-                     str(tmp_path / "run")])
+    code = cli_main(
+        [
+            "train",
+            "--config",
+            str(tmp_path / "bad.yaml"),
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "train.epochs: must be >= 1" in err

@@ -17,8 +17,12 @@ from h2aseg.data.io import list_dicom_series, read_ct, read_image, read_pet, to_
 from h2aseg.data.layouts import discover_cases
 from h2aseg.errors import DataError
 
-TINY = {"pet_shape": (16, 16, 24), "pet_spacing": (16.0, 16.0, 16.0), "ct_spacing": (8.0, 8.0, 8.0),
-        "lesion_free_fraction": 0.0}
+TINY = {
+    "pet_shape": (16, 16, 24),
+    "pet_spacing": (16.0, 16.0, 16.0),
+    "ct_spacing": (8.0, 8.0, 8.0),
+    "lesion_free_fraction": 0.0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +110,9 @@ def _dicom_study(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     pet = np.full((4, 4, 3), 500, np.int16)
     parts = folder.parent / "parts"
     write_dicom_series(parts / "ct", ct, (2.0, 2.0, 3.0), (0.0, 0.0, 0.0), "CT")
-    write_dicom_series(parts / "pt", pet, (4.0, 4.0, 4.0), (0.0, 0.0, 0.0), "PT", lambda ds, k: pet_header(ds))
+    write_dicom_series(
+        parts / "pt", pet, (4.0, 4.0, 4.0), (0.0, 0.0, 0.0), "PT", lambda ds, k: pet_header(ds)
+    )
     write_dicom_series(parts / "loc", np.zeros((8, 8, 1), np.int16), (3.0, 3.0, 1.0), (0.0, 0.0, 0.0), "CT")
     folder.mkdir()
     for name in ("ct", "pt", "loc"):
@@ -139,12 +145,16 @@ def test_ambiguous_dicom_folder_names_the_series_and_the_uid_option_picks_one(tm
 
 def test_manifest_series_columns_pick_a_dicom_series_and_check_uses_the_modality(tmp_path, capsys):
     _dicom_study(tmp_path / "study")
-    write_dicom_series(tmp_path / "more", np.full((3, 3, 5), -1000, np.int16), (4.0, 4.0, 4.0), (0, 0, 0), "CT")
+    write_dicom_series(
+        tmp_path / "more", np.full((3, 3, 5), -1000, np.int16), (4.0, 4.0, 4.0), (0, 0, 0), "CT"
+    )
     for path in (tmp_path / "more").iterdir():
         shutil.move(str(path), tmp_path / "study" / f"more_{path.name}")
     uid = next(s.uid for s in list_dicom_series(tmp_path / "study") if len(s.files) == 4)
     path = tmp_path / "manifest.csv"
-    path.write_text(f"case_id,patient_id,ct,pet,label,ct_series\nc1,p1,study,study,,{uid}\nc2,p2,study,study,,\n")
+    path.write_text(
+        f"case_id,patient_id,ct,pet,label,ct_series\nc1,p1,study,study,,{uid}\nc2,p2,study,study,,\n"
+    )
     found = discover_cases(path, require_labels=False)
     assert [c.ct_series for c in found.cases] == [uid, None]
     code, out = check(path, capsys, "--no-labels", "--skip-content-checks")

@@ -35,7 +35,9 @@ def test_prediction_on_a_coarser_grid_covering_the_label_is_resampled_and_said_s
     assert summary["n_cases"] == 1 and not summary["problems"]  # before: refused, "resample the prediction"
     assert summary["metrics"]["dice"]["mean"] == pytest.approx(1.0)
     assert len(summary["resampled"]) == 1 and "nearest neighbour" in summary["resampled"][0]
-    assert "resampled onto the label grid (nearest neighbour)" in (tmp_path / "out" / "summary.md").read_text()
+    assert (
+        "resampled onto the label grid (nearest neighbour)" in (tmp_path / "out" / "summary.md").read_text()
+    )
 
 
 def test_prediction_that_does_not_cover_its_label_is_still_refused(tmp_path, capsys):
@@ -45,8 +47,18 @@ def test_prediction_that_does_not_cover_its_label_is_still_refused(tmp_path, cap
     write(label, tmp_path / "pred" / "a.nii.gz")
     write(label, tmp_path / "gt" / "b.nii.gz")
     write(label, tmp_path / "pred" / "b.nii.gz", origin=(500.0, 0.0, 0.0))  # far away
-    code = cli_main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
-                     "--out", str(tmp_path / "out"), "--no-progress"])
+    code = cli_main(
+        [
+            "evaluate",
+            "--pred",
+            str(tmp_path / "pred"),
+            "--gt",
+            str(tmp_path / "gt"),
+            "--out",
+            str(tmp_path / "out"),
+            "--no-progress",
+        ]
+    )
     assert code == 1  # something was left out
     err = capsys.readouterr().err
     assert "b: prediction" in err and "covers 0%" in err and "--grid ct" in err
@@ -62,8 +74,9 @@ def test_cases_filter_matches_problems_by_exact_case_id(tmp_path):
     write(lesion, root / "labelsTr" / "CHUM-01.nii.gz")
     write(lesion, tmp_path / "pred" / "CHUM-01.nii.gz")
     # CHUM-010 has no PET: discovery leaves it out with a problem that contains "CHUM-01" as a substring
-    summary = evaluate_folders(tmp_path / "pred", root, tmp_path / "out", layout="hecktor", progress=False,
-                               case_ids=["CHUM-01"])
+    summary = evaluate_folders(
+        tmp_path / "pred", root, tmp_path / "out", layout="hecktor", progress=False, case_ids=["CHUM-01"]
+    )
     assert summary["n_cases"] == 1
     assert summary["problems"] == []  # before: CHUM-010's missing PET was listed too
     summary = evaluate_folders(tmp_path / "pred", root, tmp_path / "out", layout="hecktor", progress=False)

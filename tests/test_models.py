@@ -30,8 +30,8 @@ def conv1x1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.
 def reference_unit(e_t, e_s, w_t, b_t, w_s, b_s):
     """Eq. 1 for one direction written as matrices: returns concat(A_s, A_t) as (2C, N)."""
     c = e_t.shape[0]
-    q_t, k_t, v_t, q_s = (conv1x1(e_t, w_t[i * c:(i + 1) * c], b_t[i * c:(i + 1) * c]) for i in range(4))
-    k_s, v_s = (conv1x1(e_s, w_s[i * c:(i + 1) * c], b_s[i * c:(i + 1) * c]) for i in (4, 5))
+    q_t, k_t, v_t, q_s = (conv1x1(e_t, w_t[i * c : (i + 1) * c], b_t[i * c : (i + 1) * c]) for i in range(4))
+    k_s, v_s = (conv1x1(e_s, w_s[i * c : (i + 1) * c], b_s[i * c : (i + 1) * c]) for i in (4, 5))
     a_s = v_s @ torch.softmax(q_s.T @ k_s / math.sqrt(c), dim=1).T
     a_t = v_t @ torch.softmax(q_t.T @ k_t / math.sqrt(c), dim=1).T
     return torch.cat((a_s, a_t))

@@ -21,8 +21,27 @@ from h2aseg.training.checkpoint import load_checkpoint
 
 TINY_COHORT = {"pet_shape": (32, 32, 48), "pet_spacing": (8.0, 8.0, 8.0), "ct_spacing": (4.0, 4.0, 4.0)}
 TINY_TRAIN = [
-    "--model", "h2aseg", "--channels", "2", "4", "4", "8", "8", "--model-options", '{"window_size": [4, 4, 4], "dropout": 0.1}',
-    "--patch", "32", "32", "32", "--batch", "2", "--steps-per-epoch", "2", "--lr", "1e-3", "--no-progress",
+    "--model",
+    "h2aseg",
+    "--channels",
+    "2",
+    "4",
+    "4",
+    "8",
+    "8",
+    "--model-options",
+    '{"window_size": [4, 4, 4], "dropout": 0.1}',
+    "--patch",
+    "32",
+    "32",
+    "32",
+    "--batch",
+    "2",
+    "--steps-per-epoch",
+    "2",
+    "--lr",
+    "1e-3",
+    "--no-progress",
 ]
 
 
@@ -34,14 +53,19 @@ def cohort(tmp_path_factory) -> Path:
 
 
 def train(cohort: Path, out: Path, cache: Path, *extra: str) -> int:
-    return cli_main(["train", "--data", str(cohort), "--out", str(out), "--cache", str(cache), *TINY_TRAIN, *extra])
+    return cli_main(
+        ["train", "--data", str(cohort), "--out", str(out), "--cache", str(cache), *TINY_TRAIN, *extra]
+    )
 
 
 def test_resumed_run_equals_uninterrupted_run(cohort, tmp_path):
     cache = tmp_path / "cache"
     assert train(cohort, tmp_path / "straight", cache, "--epochs", "2") == 0
     assert train(cohort, tmp_path / "resumed", cache, "--epochs", "1") == 0
-    assert cli_main(["train", "--out", str(tmp_path / "resumed"), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert (
+        cli_main(["train", "--out", str(tmp_path / "resumed"), "--resume", "--epochs", "2", "--no-progress"])
+        == 0
+    )
     straight = load_checkpoint(tmp_path / "straight" / "last.pt")
     resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")
     assert straight["epoch"] == resumed["epoch"] == 2 and straight["step"] == resumed["step"] == 4
@@ -78,14 +102,31 @@ def test_existing_run_is_not_overwritten_without_resume(cohort, tmp_path):
 
 def test_rotation_probability_outside_0_1_is_refused_before_training(cohort, tmp_path, capsys):
     assert train(cohort, tmp_path / "run", tmp_path / "cache", "--epochs", "1", "--rotate-prob", "1.5") == 2
-    assert "train.rotate_prob: must be >= 0 and <= 1" in capsys.readouterr().err  # checked where the config is built
+    assert (
+        "train.rotate_prob: must be >= 0 and <= 1" in capsys.readouterr().err
+    )  # checked where the config is built
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
 def test_killed_training_resumes_from_its_last_checkpoint(cohort, tmp_path):
     out, cache = tmp_path / "run", tmp_path / "cache"
-    cmd = [sys.executable, "-m", "h2aseg", "train", "--data", str(cohort), "--out", str(out), "--cache", str(cache),
-           *TINY_TRAIN, "--epochs", "50", "--val-every", "100"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "h2aseg",
+        "train",
+        "--data",
+        str(cohort),
+        "--out",
+        str(out),
+        "--cache",
+        str(cache),
+        *TINY_TRAIN,
+        "--epochs",
+        "50",
+        "--val-every",
+        "100",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
@@ -99,7 +140,9 @@ def test_killed_training_resumes_from_its_last_checkpoint(cohort, tmp_path):
         proc.wait()
     saved = load_checkpoint(out / "last.pt")["epoch"]
     assert 2 <= saved < 50
-    assert cli_main(["train", "--out", str(out), "--resume", "--epochs", str(saved + 1), "--no-progress"]) == 0
+    assert (
+        cli_main(["train", "--out", str(out), "--resume", "--epochs", str(saved + 1), "--no-progress"]) == 0
+    )
     final = load_checkpoint(out / "last.pt")
     assert final["epoch"] == saved + 1 and final["step"] == 2 * (saved + 1)
 
@@ -108,8 +151,25 @@ def test_predict_writes_labels_on_the_input_pet_grid_and_evaluate_scores_them(co
     run = tmp_path / "run"
     assert train(cohort, run, tmp_path / "cache", "--epochs", "1") == 0
     splits = json.loads((run / "splits.json").read_text())
-    assert cli_main(["predict", "--model", str(run), "--input", str(cohort), "--out", str(tmp_path / "pred"),
-                     "--cases", *splits["test"], "--mirror", "--save-probabilities", "--no-progress"]) == 0
+    assert (
+        cli_main(
+            [
+                "predict",
+                "--model",
+                str(run),
+                "--input",
+                str(cohort),
+                "--out",
+                str(tmp_path / "pred"),
+                "--cases",
+                *splits["test"],
+                "--mirror",
+                "--save-probabilities",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     cases = {c.case_id: c for c in discover_cases(cohort, "autopet").cases}
     for case_id in splits["test"]:
         pet = sitk.ReadImage(str(cases[case_id].pet))
@@ -119,15 +179,34 @@ def test_predict_writes_labels_on_the_input_pet_grid_and_evaluate_scores_them(co
         assert pred.GetOrigin() == pytest.approx(pet.GetOrigin())
         assert pred.GetDirection() == pytest.approx(pet.GetDirection())
         assert set(sitk.GetArrayViewFromImage(pred).ravel().tolist()) <= {0, 1}
-        prob = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "pred" / "probabilities" / f"{case_id}.nii.gz")))
+        prob = sitk.GetArrayFromImage(
+            sitk.ReadImage(str(tmp_path / "pred" / "probabilities" / f"{case_id}.nii.gz"))
+        )
         assert 0.0 <= prob.min() <= prob.max() <= 1.0
         # the saved probabilities are the ones the labels came from: thresholding them gives the saved label
         # (before the fix a second sigmoid put every value in [0.5, 0.73], so every voxel thresholded to 1)
         assert ((prob > 0.5) == (sitk.GetArrayViewFromImage(pred) > 0)).all()
         assert prob.min() < 0.5
     capsys.readouterr()
-    assert cli_main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(cohort), "--layout", "autopet",
-                     "--cases", *splits["test"], "--out", str(tmp_path / "eval"), "--no-progress"]) == 0
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--pred",
+                str(tmp_path / "pred"),
+                "--gt",
+                str(cohort),
+                "--layout",
+                "autopet",
+                "--cases",
+                *splits["test"],
+                "--out",
+                str(tmp_path / "eval"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["n_cases"] == len(splits["test"])
 
@@ -150,17 +229,51 @@ def test_predict_reports_a_bad_case_and_goes_on(cohort, tmp_path, capsys):
     run = tmp_path / "run"
     assert train(cohort, run, tmp_path / "cache", "--epochs", "1") == 0
     good = discover_cases(cohort, "autopet").cases[0]
-    assert cli_main(["predict", "--model", str(run), "--ct", str(good.ct), "--pet", str(tmp_path / "missing.nii.gz"),
-                     "--out", str(tmp_path / "pred"), "--no-progress"]) == 1
+    assert (
+        cli_main(
+            [
+                "predict",
+                "--model",
+                str(run),
+                "--ct",
+                str(good.ct),
+                "--pet",
+                str(tmp_path / "missing.nii.gz"),
+                "--out",
+                str(tmp_path / "pred"),
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
     assert "missing.nii.gz" in capsys.readouterr().err
 
 
 def test_two_process_ddp_training_keeps_ranks_identical(cohort, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "h2aseg",
-           "train", "--data", str(cohort), "--out", str(out), "--cache", str(tmp_path / "cache"), *TINY_TRAIN,
-           "--epochs", "2", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "h2aseg",
+        "train",
+        "--data",
+        str(cohort),
+        "--out",
+        str(out),
+        "--cache",
+        str(tmp_path / "cache"),
+        *TINY_TRAIN,
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "train_summary.json").read_text())
@@ -173,9 +286,30 @@ def test_two_process_ddp_training_keeps_ranks_identical(cohort, tmp_path):
 def test_two_process_ddp_training_stops_together_when_the_time_budget_ends(cohort, tmp_path):
     out = tmp_path / "ddp_budget"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "h2aseg",
-           "train", "--data", str(cohort), "--out", str(out), "--cache", str(tmp_path / "cache"), *TINY_TRAIN,
-           "--epochs", "5", "--max-minutes", "0.0001", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "h2aseg",
+        "train",
+        "--data",
+        str(cohort),
+        "--out",
+        str(out),
+        "--cache",
+        str(tmp_path / "cache"),
+        *TINY_TRAIN,
+        "--epochs",
+        "5",
+        "--max-minutes",
+        "0.0001",
+        "--device",
+        "cpu",
+    ]
     # rank 0's clock ends the run after its first step; a rank that went on alone would hang in its next all-reduce
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -38,7 +38,9 @@ def _toy_volume(rng, n_blobs: int, shape=(40, 40, 40)) -> dict:
 def _patch_dice(net, volume: dict, start) -> float:
     sl = (0, *(slice(a, a + p) for a, p in zip(start, PATCH)))
     with torch.no_grad():
-        logits = net(torch.from_numpy(volume["ct"][sl])[None, None], torch.from_numpy(volume["pet"][sl])[None, None])
+        logits = net(
+            torch.from_numpy(volume["ct"][sl])[None, None], torch.from_numpy(volume["pet"][sl])[None, None]
+        )
     pred, truth = logits[0, 0].numpy() > 0, volume["label"][sl] > 0
     return float(2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1))
 

@@ -27,7 +27,11 @@ def test_paper_protocol_is_the_dataclass_defaults():
 def test_cpu_protocol_sets_the_cpu_recipe_and_options_still_win():
     config = _config("--protocol", "cpu", "--lr", "3e-3")
     assert config.train.protocol == "cpu"
-    assert config.train.patch == [32, 32, 32] and config.train.lr_schedule == "poly" and config.train.rotate_prob == 0.0
+    assert (
+        config.train.patch == [32, 32, 32]
+        and config.train.lr_schedule == "poly"
+        and config.train.rotate_prob == 0.0
+    )
     assert config.train.lesion_offset == 0.5
     assert config.train.lr == 3e-3  # the option overrides the preset
     assert config.model.options == {"dropout": 0.0, "channels": [4, 8, 16, 32, 64]}
@@ -36,7 +40,13 @@ def test_cpu_protocol_sets_the_cpu_recipe_and_options_still_win():
 def test_cpu_protocol_gives_network_keywords_by_network_name():
     # H2ASeg's narrow channels must not reach a network with another channel convention
     assert _config("--protocol", "cpu", "--model", "basicunet").model.options == {"dropout": 0.0}
-    assert _config("--protocol", "cpu", "--channels", "2", "4", "8", "8", "8").model.options["channels"] == [2, 4, 8, 8, 8]
+    assert _config("--protocol", "cpu", "--channels", "2", "4", "8", "8", "8").model.options["channels"] == [
+        2,
+        4,
+        8,
+        8,
+        8,
+    ]
 
 
 def test_unknown_protocol_is_one_line_config_error():
@@ -46,8 +56,24 @@ def test_unknown_protocol_is_one_line_config_error():
 
 
 def test_every_config_field_with_an_option_is_taken_from_the_command_line():
-    config = _config("--patch", "64", "64", "32", "--target-spacing", "2", "2", "3", "--layout", "autopet",
-                     "--lesion-offset", "0.25", "--rotate-degrees", "10", "--max-voxels", "1000000")
+    config = _config(
+        "--patch",
+        "64",
+        "64",
+        "32",
+        "--target-spacing",
+        "2",
+        "2",
+        "3",
+        "--layout",
+        "autopet",
+        "--lesion-offset",
+        "0.25",
+        "--rotate-degrees",
+        "10",
+        "--max-voxels",
+        "1000000",
+    )
     assert config.train.patch == [64, 64, 32] and config.data.target_spacing == [2.0, 2.0, 3.0]
     assert config.data.layout == "autopet" and config.data.max_voxels == 1_000_000
     assert config.train.lesion_offset == 0.25 and config.train.rotate_degrees == 10.0

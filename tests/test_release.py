@@ -54,8 +54,12 @@ def test_release_keys_import_and_round_trip():
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda s: s.update({"encoder.conv1_ct.conv_block.0.weightx": s.pop("encoder.conv1_ct.conv_block.0.weight")}),
-         "unexpected key 'encoder.conv1_ct.conv_block.0.weightx'"),
+        (
+            lambda s: s.update(
+                {"encoder.conv1_ct.conv_block.0.weightx": s.pop("encoder.conv1_ct.conv_block.0.weight")}
+            ),
+            "unexpected key 'encoder.conv1_ct.conv_block.0.weightx'",
+        ),
         (lambda s: s.pop("decoder.tamw2.CA_back.fc2.bias"), "missing key 'decoder.tamw2.CA_back.fc2.bias'"),
         (lambda s: s.update({"decoder.output1.conv.2.bias": torch.zeros(3)}), "has shape (3,)"),
     ],
@@ -73,8 +77,19 @@ def test_import_release_refuses_a_wrong_key_on_the_command_line(tmp_path, capsys
     state = random_release_state()
     state["encoder.sa9.bogus"] = torch.zeros(1)
     torch.save(state, tmp_path / "bad.pth")
-    code = cli_main(["import-release", "--checkpoint", str(tmp_path / "bad.pth"), "--patch", "128", "128", "64",
-                     "--out", str(tmp_path / "run")])
+    code = cli_main(
+        [
+            "import-release",
+            "--checkpoint",
+            str(tmp_path / "bad.pth"),
+            "--patch",
+            "128",
+            "128",
+            "64",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "unexpected key 'encoder.sa9.bogus'" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run" / "best.pt").exists()
@@ -94,15 +109,24 @@ def test_release_output_matches_a_hand_written_tamw_step():
         fc1, fc2 = module.mlp[0], module.mlp[2]
         return torch.tanh(fc2(torch.tanh(fc1(x.mean(dim=(2, 3, 4))))))[:, :, None, None, None]
 
-    expected = features + weights(tamw.fore_weights, m_fore) * m_fore - weights(tamw.back_weights, m_back) * m_back
+    expected = (
+        features + weights(tamw.fore_weights, m_fore) * m_fore - weights(tamw.back_weights, m_back) * m_back
+    )
     torch.testing.assert_close(tamw(features, fore, 1 - fore), expected)
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cohort")
-    generate_cohort("autopet", root, 2, seed=3, pet_shape=(32, 32, 48), pet_spacing=(8.0, 8.0, 8.0),
-                    ct_spacing=(4.0, 4.0, 4.0))
+    generate_cohort(
+        "autopet",
+        root,
+        2,
+        seed=3,
+        pet_shape=(32, 32, 48),
+        pet_spacing=(8.0, 8.0, 8.0),
+        ct_spacing=(4.0, 4.0, 4.0),
+    )
     return root
 
 
@@ -110,24 +134,86 @@ def test_imported_run_folder_predicts_a_synthetic_case(cohort, tmp_path):
     model = H2ASegRelease(**TINY)
     release_state = {k: v + 0.01 * torch.randn_like(v) for k, v in export_state_dict(model).items()}
     torch.save({"state_dict": release_state}, tmp_path / "release.pth")
-    assert cli_main(["import-release", "--checkpoint", str(tmp_path / "release.pth"), "--patch", "32", "32", "16",
-                     "--out", str(tmp_path / "run")]) == 0
+    assert (
+        cli_main(
+            [
+                "import-release",
+                "--checkpoint",
+                str(tmp_path / "release.pth"),
+                "--patch",
+                "32",
+                "32",
+                "16",
+                "--out",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     config = RunConfig.load(tmp_path / "run" / "config.yaml")
     assert config.model.name == "h2aseg_release" and config.model.options["channels"] == [4, 8, 8, 16, 16]
     case = discover_cases(cohort, "autopet").cases[0]
-    assert cli_main(["predict", "--model", str(tmp_path / "run"), "--input", str(cohort), "--cases", case.case_id,
-                     "--out", str(tmp_path / "pred"), "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        cli_main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "run"),
+                "--input",
+                str(cohort),
+                "--cases",
+                case.case_id,
+                "--out",
+                str(tmp_path / "pred"),
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     pred = sitk.ReadImage(str(tmp_path / "pred" / f"{case.case_id}.nii.gz"))
     assert pred.GetSize() == sitk.ReadImage(str(case.pet)).GetSize()
     saved = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
-    torch.testing.assert_close(saved["model"]["heads.1.2.weight"], release_state["decoder.output1.conv.2.weight"])
+    torch.testing.assert_close(
+        saved["model"]["heads.1.2.weight"], release_state["decoder.output1.conv.2.weight"]
+    )
 
 
 def test_release_protocol_trains_four_patches_per_step(cohort, tmp_path):
     out = tmp_path / "run"
-    code = cli_main(["train", "--protocol", "release", "--model", "h2aseg_release", "--data", str(cohort),
-                     "--out", str(out), "--channels", "4", "8", "8", "16", "16", "--patch", "32", "32", "16",
-                     "--epochs", "1", "--steps-per-epoch", "2", "--val-every", "0", "--no-progress", "--device", "cpu"])
+    code = cli_main(
+        [
+            "train",
+            "--protocol",
+            "release",
+            "--model",
+            "h2aseg_release",
+            "--data",
+            str(cohort),
+            "--out",
+            str(out),
+            "--channels",
+            "4",
+            "8",
+            "8",
+            "16",
+            "16",
+            "--patch",
+            "32",
+            "32",
+            "16",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--val-every",
+            "0",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     train = yaml.safe_load((out / "config.yaml").read_text())["train"]
     assert train["protocol"] == "release" and train["loss"] == "release"
@@ -140,10 +226,18 @@ def test_release_protocol_trains_four_patches_per_step(cohort, tmp_path):
 
 def test_release_protocol_sets_the_release_loss_and_dropout_for_h2aseg():
     config = apply_protocol(RunConfig(), "release")
-    assert "release" in PROTOCOLS and config.train.loss == "release" and config.model.options["dropout"] == 0.5
-    outputs = build_model("h2aseg", **{**config.model.options, "channels": (2, 4, 4, 8, 8),
-                                       "window_size": (4, 4, 2), "patch_size": (32, 32, 32)}).train()(
-        torch.randn(2, 1, 32, 32, 32), torch.randn(2, 1, 32, 32, 32))
+    assert (
+        "release" in PROTOCOLS and config.train.loss == "release" and config.model.options["dropout"] == 0.5
+    )
+    outputs = build_model(
+        "h2aseg",
+        **{
+            **config.model.options,
+            "channels": (2, 4, 4, 8, 8),
+            "window_size": (4, 4, 2),
+            "patch_size": (32, 32, 32),
+        },
+    ).train()(torch.randn(2, 1, 32, 32, 32), torch.randn(2, 1, 32, 32, 32))
     loss = DeepSupervisionLoss(kind="release")(outputs, (torch.rand(2, 1, 32, 32, 32) > 0.9).float())
     assert loss.requires_grad and torch.isfinite(loss)
 
@@ -172,7 +266,12 @@ def test_table3_counts_the_release_background_term_with_its_minus_sign_and_ct_fi
 
 
 def test_h2aseg_accepts_mcsa_at_level_1_as_the_paper_words_it():
-    model = build_model("h2aseg", mcsa_levels=(1, 2, 3, 4, 5), channels=(2, 4, 4, 8, 8), window_size=(4, 4, 2),
-                        patch_size=(32, 32, 32)).eval()
+    model = build_model(
+        "h2aseg",
+        mcsa_levels=(1, 2, 3, 4, 5),
+        channels=(2, 4, 4, 8, 8),
+        window_size=(4, 4, 2),
+        patch_size=(32, 32, 32),
+    ).eval()
     assert "1" in model.mcsa and model.mcsa["1"].has_inter_window
     assert model(torch.randn(1, 1, 32, 32, 32), torch.randn(1, 1, 32, 32, 32)).shape == (1, 1, 32, 32, 32)

@@ -13,7 +13,9 @@ from h2aseg.training.schedule import learning_rate
 def test_exponential_schedule_multiplies_by_the_decay_each_epoch():
     assert learning_rate("exponential", 1e-3, 1, 100, 0.5) == pytest.approx(1e-3)
     assert learning_rate("exponential", 1e-3, 4, 100, 0.5) == pytest.approx(1e-3 / 8)
-    assert learning_rate("exponential", 1e-4, 50, 100, 1.0) == pytest.approx(1e-4)  # the paper's constant rate
+    assert learning_rate("exponential", 1e-4, 50, 100, 1.0) == pytest.approx(
+        1e-4
+    )  # the paper's constant rate
 
 
 def test_poly_schedule_follows_the_epochs_without_a_budget():

@@ -74,8 +74,13 @@ def test_read_geometry_gives_the_header_grid_without_the_voxels(tmp_path, write_
     from h2aseg.evaluation.evaluate import same_grid
 
     direction = (0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
-    path = write_volume(np.ones((4, 5, 6), np.uint8), tmp_path / "ct.nii.gz", spacing=(1.5, 2.0, 3.0),
-                        origin=(10.0, -20.0, 5.0), direction=direction)
+    path = write_volume(
+        np.ones((4, 5, 6), np.uint8),
+        tmp_path / "ct.nii.gz",
+        spacing=(1.5, 2.0, 3.0),
+        origin=(10.0, -20.0, 5.0),
+        direction=direction,
+    )
     reference = read_geometry(path)
     assert same_grid(reference, sitk.ReadImage(str(path))) and reference.GetSize() == (4, 5, 6)
     assert reference.GetPixelID() == sitk.sitkUInt8 and sitk.GetArrayViewFromImage(reference).max() == 0

@@ -26,8 +26,13 @@ def rng_state() -> dict:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -39,8 +44,15 @@ def set_rng_state(state: dict) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     np_state = state["numpy"]
-    np.random.set_state((np_state["kind"], np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
-                         np_state["has_gauss"], np_state["cached"]))
+    np.random.set_state(
+        (
+            np_state["kind"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -56,12 +68,16 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     """Load a checkpoint safely (tensors and plain data only); DataError naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"checkpoint {path} does not exist: give a run folder or a .pt file written by h2aseg train")
+        raise DataError(
+            f"checkpoint {path} does not exist: give a run folder or a .pt file written by h2aseg train"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the file is unusable
-        raise DataError(f"checkpoint {path} cannot be read safely ({type(err).__name__}): "
-                        "use a checkpoint written by h2aseg train") from err
+        raise DataError(
+            f"checkpoint {path} cannot be read safely ({type(err).__name__}): "
+            "use a checkpoint written by h2aseg train"
+        ) from err
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise DataError(f"checkpoint {path} is not an h2aseg checkpoint (no model/config entries)")
     return state

@@ -41,10 +41,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"h2aseg {__version__}")
     loudness = parser.add_mutually_exclusive_group()
-    loudness.add_argument("-v", "--verbose", dest="log_level", action="store_const", const=logging.DEBUG,
-                          default=logging.INFO, help="also print debug messages (give before the verb)")
-    loudness.add_argument("-q", "--quiet", dest="log_level", action="store_const", const=logging.WARNING,
-                          help="print only warnings and errors (give before the verb)")
+    loudness.add_argument(
+        "-v",
+        "--verbose",
+        dest="log_level",
+        action="store_const",
+        const=logging.DEBUG,
+        default=logging.INFO,
+        help="also print debug messages (give before the verb)",
+    )
+    loudness.add_argument(
+        "-q",
+        "--quiet",
+        dest="log_level",
+        action="store_const",
+        const=logging.WARNING,
+        help="print only warnings and errors (give before the verb)",
+    )
     subparsers = parser.add_subparsers(dest="verb", metavar="<verb>")
     for module_name in VERB_MODULES:
         try:

@@ -57,7 +57,15 @@ from h2aseg.viz.slices import fusion_slices
 logger = logging.getLogger(__name__)
 
 TABLE_METRICS = ("dice", "hd95", "precision", "recall", "fp_volume_ml", "fn_volume_ml")
-TABLE_HEADER = ("Method", "Dice (%)", "HD95 (mm)", "Precision (%)", "Recall (%)", "FP vol. (ml)", "FN vol. (ml)")
+TABLE_HEADER = (
+    "Method",
+    "Dice (%)",
+    "HD95 (mm)",
+    "Precision (%)",
+    "Recall (%)",
+    "FP vol. (ml)",
+    "FN vol. (ml)",
+)
 
 
 def say(message: str) -> None:
@@ -68,7 +76,11 @@ def say(message: str) -> None:
 def demo_config(args: argparse.Namespace, cohort: Path, model: str) -> RunConfig:
     """``h2aseg train --protocol cpu`` on the demo cohort, with the demo's budget and any overrides."""
     config = RunConfig()
-    config.data.root, config.data.layout, config.data.cache_dir = str(cohort), "autopet", str(args.out / "cache")
+    config.data.root, config.data.layout, config.data.cache_dir = (
+        str(cohort),
+        "autopet",
+        str(args.out / "cache"),
+    )
     config.model.name = model
     if args.channels and model == args.models[0]:
         config.model.options["channels"] = list(args.channels)
@@ -92,7 +104,9 @@ def train_side_by_side(args: argparse.Namespace, cohort: Path) -> dict[str, Path
     configs = {m: demo_config(args, cohort, m) for m in args.models}
     first = next(iter(configs.values()))
     cases = discover_cases(cohort, "autopet").cases
-    PreprocessedCache(Path(first.data.cache_dir), preprocess_config_for(first)).build(cases, progress=not args.no_progress)
+    PreprocessedCache(Path(first.data.cache_dir), preprocess_config_for(first)).build(
+        cases, progress=not args.no_progress
+    )
     threads = max(1, (os.cpu_count() or 1) // len(configs))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     runs, procs = {}, []
@@ -103,8 +117,18 @@ def train_side_by_side(args: argparse.Namespace, cohort: Path) -> dict[str, Path
         resume = ["--resume"] if (run_dir / "last.pt").exists() else []
         if (run_dir / "train_summary.json").exists():
             continue
-        cmd = [sys.executable, "-m", "h2aseg", "train", "--config", str(run_dir / "demo_config.yaml"),
-               "--out", str(run_dir), "--no-progress", *resume]
+        cmd = [
+            sys.executable,
+            "-m",
+            "h2aseg",
+            "train",
+            "--config",
+            str(run_dir / "demo_config.yaml"),
+            "--out",
+            str(run_dir),
+            "--no-progress",
+            *resume,
+        ]
         log = (run_dir / "train.log").open("a")
         procs.append((model, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
     for model, proc, log in procs:
@@ -133,25 +157,52 @@ def table_row(name: str, summary: dict) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def draw_figures(cases: list[Case], pred_dir: Path, fig_dir: Path, summary_rows: list[dict], limit: int = 4) -> list[Path]:
+def draw_figures(
+    cases: list[Case], pred_dir: Path, fig_dir: Path, summary_rows: list[dict], limit: int = 4
+) -> list[Path]:
     """MIPs of up to ``limit`` test studies (lesion-positive first) and fusion slices of the first one."""
-    by_lesion = sorted(cases, key=lambda c: -next((r.get("gt_voxels", 0) for r in summary_rows
-                                                   if r.get("case_id") == c.case_id), 0))
+    by_lesion = sorted(
+        cases,
+        key=lambda c: (
+            -next((r.get("gt_voxels", 0) for r in summary_rows if r.get("case_id") == c.case_id), 0)
+        ),
+    )
     figures = []
     for index, case in enumerate(by_lesion[:limit]):
         data = load_case(case.pet, case.ct, case.label, pred_dir / f"{case.case_id}.nii.gz")
-        figures.append(mip_overlay(data["pet"], data["label"], data["pred"], data["spacing"],
-                                   fig_dir / f"{case.case_id}_mip.png", title=case.case_id))
+        figures.append(
+            mip_overlay(
+                data["pet"],
+                data["label"],
+                data["pred"],
+                data["spacing"],
+                fig_dir / f"{case.case_id}_mip.png",
+                title=case.case_id,
+            )
+        )
         if index == 0:
-            figures.append(fusion_slices(data["ct"], data["pet"], data["label"], data["pred"], data["spacing"],
-                                         fig_dir / f"{case.case_id}_fusion.png"))
+            figures.append(
+                fusion_slices(
+                    data["ct"],
+                    data["pet"],
+                    data["label"],
+                    data["pred"],
+                    data["spacing"],
+                    fig_dir / f"{case.case_id}_fusion.png",
+                )
+            )
     return figures
 
 
 def read_rows(csv_path: Path) -> list[dict]:
     with csv_path.open() as handle:
-        return [{k: (float(v) if k != "case_id" and v not in ("", None) and _is_number(v) else v)
-                 for k, v in row.items()} for row in csv.DictReader(handle)]
+        return [
+            {
+                k: (float(v) if k != "case_id" and v not in ("", None) and _is_number(v) else v)
+                for k, v in row.items()
+            }
+            for row in csv.DictReader(handle)
+        ]
 
 
 def _is_number(text: str) -> bool:
@@ -162,13 +213,24 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def write_report(out: Path, args, results: dict, summaries: dict, threshold: dict, figures: list[Path],
-                 timings: dict, n_split: dict, parameters: dict) -> Path:
+def write_report(
+    out: Path,
+    args,
+    results: dict,
+    summaries: dict,
+    threshold: dict,
+    figures: list[Path],
+    timings: dict,
+    n_split: dict,
+    parameters: dict,
+) -> Path:
     main = args.models[0]
     dice = summaries[main]["metrics"]["dice"]
     trained = "; ".join(
         f"`{m}` ({parameters[m]:,} parameters): {r['steps']} steps in {r['seconds'] / 60:.1f} min, best validation Dice "
-        f"{r['best_metric'] if r['best_metric'] is not None else float('nan'):.3f}" for m, r in results.items())
+        f"{r['best_metric'] if r['best_metric'] is not None else float('nan'):.3f}"
+        for m, r in results.items()
+    )
     lines = [
         "# h2aseg demo report",
         "",
@@ -245,7 +307,9 @@ def run(args: argparse.Namespace) -> int:
     cases = {c.case_id: c for c in discover_cases(cohort, "autopet").cases}
     test_cases = [cases[i] for i in splits["test"] if i in cases]
     test_ids = [c.case_id for c in test_cases]
-    pred_dirs = {m: out / "predictions" if m == main else out / "compare_predictions" / m for m in args.models}
+    pred_dirs = {
+        m: out / "predictions" if m == main else out / "compare_predictions" / m for m in args.models
+    }
     parameters = {}
     for model in args.models:
         loaded = load_trained_model(runs[model])
@@ -256,24 +320,45 @@ def run(args: argparse.Namespace) -> int:
     timings["prediction"] = time.monotonic() - clock
 
     clock = time.monotonic()
-    summaries = {m: evaluate_folders(pred_dirs[m], cohort, out / ("evaluation" if m == main else f"evaluation_{m}"),
-                                     layout="autopet", progress=False, case_ids=test_ids) for m in args.models}
-    threshold = evaluate_folders(out / "threshold", cohort, out / "evaluation_threshold", layout="autopet",
-                                 progress=False, case_ids=test_ids)
+    summaries = {
+        m: evaluate_folders(
+            pred_dirs[m],
+            cohort,
+            out / ("evaluation" if m == main else f"evaluation_{m}"),
+            layout="autopet",
+            progress=False,
+            case_ids=test_ids,
+        )
+        for m in args.models
+    }
+    threshold = evaluate_folders(
+        out / "threshold",
+        cohort,
+        out / "evaluation_threshold",
+        layout="autopet",
+        progress=False,
+        case_ids=test_ids,
+    )
     timings["evaluation"] = time.monotonic() - clock
 
     clock = time.monotonic()
     figures = [training_curves(runs[main] / "metrics.csv", out / "figures" / "training_curves.png")]
-    figures += [training_curves(runs[m] / "metrics.csv", out / "figures" / f"training_curves_{m}.png")
-                for m in args.models[1:]]
-    figures += draw_figures(test_cases, pred_dirs[main], out / "figures", read_rows(out / "evaluation" / "per_case.csv"))
+    figures += [
+        training_curves(runs[m] / "metrics.csv", out / "figures" / f"training_curves_{m}.png")
+        for m in args.models[1:]
+    ]
+    figures += draw_figures(
+        test_cases, pred_dirs[main], out / "figures", read_rows(out / "evaluation" / "per_case.csv")
+    )
     timings["pictures"] = time.monotonic() - clock
 
     n_split = {k: len(v) for k, v in splits.items()}
     report = write_report(out, args, results, summaries, threshold, figures, timings, n_split, parameters)
     scores = ", ".join(f"{m} {summaries[m]['metrics']['dice']['mean']:.3f}" for m in args.models)
-    say(f"test Dice (lesion-positive studies): {scores}; SUV>=2.5 threshold: "
-        f"{threshold['metrics']['dice']['mean']:.3f}; total {sum(timings.values()) / 60:.1f} min")
+    say(
+        f"test Dice (lesion-positive studies): {scores}; SUV>=2.5 threshold: "
+        f"{threshold['metrics']['dice']['mean']:.3f}; total {sum(timings.values()) / 60:.1f} min"
+    )
     print(report)
     return 0
 
@@ -285,20 +370,45 @@ def add_parser(subparsers) -> None:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder (rerun resumes the training)")
-    parser.add_argument("--cases", type=int, default=60,
-                        help="synthetic studies to generate (60: about 8 lesion-positive studies in the test split)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("demo_output"), help="output folder (rerun resumes the training)"
+    )
+    parser.add_argument(
+        "--cases",
+        type=int,
+        default=60,
+        help="synthetic studies to generate (60: about 8 lesion-positive studies in the test split)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the cohort, split and training")
-    parser.add_argument("--models", nargs="+", default=["h2aseg", "basicunet"],
-                        help="networks trained side by side for the same wall time; the first is the demo's subject "
-                             "(its pictures), the rest its comparison")
-    parser.add_argument("--lesion-sizes", choices=tuple(LESION_SIZE_PRESETS), default="realistic",
-                        help="lesion-size preset of the synthetic cohort (legacy: the first version's large lesions)")
-    parser.add_argument("--channels", type=int, nargs="+", default=[4, 8, 16, 32, 64],
-                        help="channels per level of the first network")
-    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the cpu protocol's 1e-3)")
-    parser.add_argument("--minutes", type=float, default=11.5,
-                        help="training wall-time budget of every network, validation included (they run at once)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["h2aseg", "basicunet"],
+        help="networks trained side by side for the same wall time; the first is the demo's subject "
+        "(its pictures), the rest its comparison",
+    )
+    parser.add_argument(
+        "--lesion-sizes",
+        choices=tuple(LESION_SIZE_PRESETS),
+        default="realistic",
+        help="lesion-size preset of the synthetic cohort (legacy: the first version's large lesions)",
+    )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        nargs="+",
+        default=[4, 8, 16, 32, 64],
+        help="channels per level of the first network",
+    )
+    parser.add_argument(
+        "--lr", type=float, default=None, help="Adam learning rate (default: the cpu protocol's 1e-3)"
+    )
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=11.5,
+        help="training wall-time budget of every network, validation included (they run at once)",
+    )
     parser.add_argument("--val-every", type=int, default=20, help="validate every N epochs (and at the end)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)

@@ -20,7 +20,11 @@ for name, s in (("skip", base), ("no-skip", dataclasses.replace(base, skip_suv=N
     st = InferenceStats()
     t = time.perf_counter()
     probs[name] = predict_probabilities(loaded.model, d["ct"], d["pet"], s, st)[0].float()
-    out[name] = {"seconds": round(time.perf_counter() - t, 1), "windows_run": st.windows_run, "windows": st.windows}
+    out[name] = {
+        "seconds": round(time.perf_counter() - t, 1),
+        "windows_run": st.windows_run,
+        "windows": st.windows,
+    }
 diff = (probs["skip"] - probs["no-skip"]).abs()
 suv = torch.from_numpy(d["pet"][0]) * 10
 out["max_abs_prob_diff"] = round(float(diff.max()), 4)

@@ -73,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
     if args.seeds:
         unknown = [s for s in args.seeds if s not in config.seeds]
         if unknown:
-            raise ConfigError(f"--seeds {' '.join(map(str, unknown))}: not in {args.config} "
-                              f"(seeds {config.seeds}); choose from those")
+            raise ConfigError(
+                f"--seeds {' '.join(map(str, unknown))}: not in {args.config} "
+                f"(seeds {config.seeds}); choose from those"
+            )
         run_config = replace(config, seeds=[s for s in config.seeds if s in args.seeds])
     runner = BenchmarkRunner(run_config, out, only=args.only, progress=args.progress, echo=logger.info)
     failed = 0

@@ -27,9 +27,20 @@ from h2aseg.benchmarking.config import BenchmarkConfig, ModelSpec
 from h2aseg.benchmarking.files import DONE_FILE, EVAL_SUMMARY, run_dir
 from h2aseg.evaluation.statistics import BootstrapResult, paired_bootstrap
 
-__all__ = ["PER_CASE", "REFERENCE_NAMES", "Comparison", "Comparisons", "count_parameters",
-           "difference_columns", "format_difference", "format_parameters", "format_steps", "per_study_dice",
-           "reference_model", "step_counts"]
+__all__ = [
+    "PER_CASE",
+    "REFERENCE_NAMES",
+    "Comparison",
+    "Comparisons",
+    "count_parameters",
+    "difference_columns",
+    "format_difference",
+    "format_parameters",
+    "format_steps",
+    "per_study_dice",
+    "reference_model",
+    "step_counts",
+]
 
 #: The evaluation's per-study table in a run folder.
 PER_CASE = EVAL_SUMMARY.parent / "per_case.csv"
@@ -127,20 +138,27 @@ class Comparisons:
         studies = sorted(set(ref) & set(other))
         if not studies:
             return None
-        result = paired_bootstrap([ref[c] for c in studies], [other[c] for c in studies],
-                                  n_resamples=N_RESAMPLES, seed=BOOTSTRAP_SEED, confidence=CONFIDENCE)
+        result = paired_bootstrap(
+            [ref[c] for c in studies],
+            [other[c] for c in studies],
+            n_resamples=N_RESAMPLES,
+            seed=BOOTSTRAP_SEED,
+            confidence=CONFIDENCE,
+        )
         return Comparison(result.scaled(100.0), tuple(int(s) for s in seeds))
 
     def caption(self) -> str:
         """What the difference column means (for a table caption)."""
         if self.reference is None:
             return ""
-        return (f"H2ASeg − row: the paired difference of test Dice in points, H2ASeg ({self.reference.id}) "
-                "minus the row, over the studies of the Dice column, each study's Dice averaged over the seeds "
-                "both rows finished (threshold rows: over H2ASeg's seeds); [low, high] is the bootstrap "
-                f"{100 * CONFIDENCE:.0f} % interval over studies ({N_RESAMPLES:,} resamples, seed "
-                f"{BOOTSTRAP_SEED}); {SIGNIFICANT_MARK} = the interval excludes 0 (never marked with fewer "
-                f"than {MIN_STUDIES} studies).")
+        return (
+            f"H2ASeg − row: the paired difference of test Dice in points, H2ASeg ({self.reference.id}) "
+            "minus the row, over the studies of the Dice column, each study's Dice averaged over the seeds "
+            "both rows finished (threshold rows: over H2ASeg's seeds); [low, high] is the bootstrap "
+            f"{100 * CONFIDENCE:.0f} % interval over studies ({N_RESAMPLES:,} resamples, seed "
+            f"{BOOTSTRAP_SEED}); {SIGNIFICANT_MARK} = the interval excludes 0 (never marked with fewer "
+            f"than {MIN_STUDIES} studies)."
+        )
 
 
 def format_difference(comparison: Comparison | None) -> str:
@@ -157,13 +175,23 @@ def format_difference(comparison: Comparison | None) -> str:
 def difference_columns(comparison: Comparison | None) -> dict:
     """CSV columns of a comparison (empty cells without one)."""
     if comparison is None or comparison.result.n == 0:
-        return {"dice_diff_vs_h2aseg_pts": "", "dice_diff_low": "", "dice_diff_high": "",
-                "dice_diff_studies": "", "dice_diff_seeds": "", "dice_diff_excludes_0": ""}
+        return {
+            "dice_diff_vs_h2aseg_pts": "",
+            "dice_diff_low": "",
+            "dice_diff_high": "",
+            "dice_diff_studies": "",
+            "dice_diff_seeds": "",
+            "dice_diff_excludes_0": "",
+        }
     r = comparison.result
-    return {"dice_diff_vs_h2aseg_pts": round(r.mean_difference, 4), "dice_diff_low": round(r.low, 4),
-            "dice_diff_high": round(r.high, 4), "dice_diff_studies": r.n,
-            "dice_diff_seeds": " ".join(str(s) for s in comparison.seeds),
-            "dice_diff_excludes_0": comparison.significant}
+    return {
+        "dice_diff_vs_h2aseg_pts": round(r.mean_difference, 4),
+        "dice_diff_low": round(r.low, 4),
+        "dice_diff_high": round(r.high, 4),
+        "dice_diff_studies": r.n,
+        "dice_diff_seeds": " ".join(str(s) for s in comparison.seeds),
+        "dice_diff_excludes_0": comparison.significant,
+    }
 
 
 def count_parameters(config: BenchmarkConfig, spec: ModelSpec) -> int | None:

@@ -53,8 +53,15 @@ import yaml
 from h2aseg.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from h2aseg.errors import ConfigError
 
-__all__ = ["BenchmarkConfig", "DatasetSpec", "ModelSpec", "PredictSpec", "StepsSpec", "SyntheticSpec",
-           "load_benchmark_config"]
+__all__ = [
+    "BenchmarkConfig",
+    "DatasetSpec",
+    "ModelSpec",
+    "PredictSpec",
+    "StepsSpec",
+    "SyntheticSpec",
+    "load_benchmark_config",
+]
 
 
 @dataclass
@@ -117,8 +124,12 @@ class StepsSpec:
     FIELDS = ("epochs", "steps_per_epoch", "val_every", "max_minutes")
 
     def train_fields(self) -> dict[str, Any]:
-        return {"epochs": self.total // self.per_epoch, "steps_per_epoch": self.per_epoch,
-                "val_every": self.validate_every // self.per_epoch, "max_minutes": None}
+        return {
+            "epochs": self.total // self.per_epoch,
+            "steps_per_epoch": self.per_epoch,
+            "val_every": self.validate_every // self.per_epoch,
+            "max_minutes": None,
+        }
 
     def problem(self) -> str | None:
         """What is wrong with these numbers, or None."""
@@ -128,8 +139,10 @@ class StepsSpec:
         if self.total < 1 or self.per_epoch < 1 or self.validate_every < 0:
             return f"steps: total and per_epoch must be >= 1 and validate_every >= 0, got {numbers}"
         if self.total % self.per_epoch or self.validate_every % self.per_epoch:
-            return (f"steps: total ({self.total}) and validate_every ({self.validate_every}) must be "
-                    f"multiples of per_epoch ({self.per_epoch})")
+            return (
+                f"steps: total ({self.total}) and validate_every ({self.validate_every}) must be "
+                f"multiples of per_epoch ({self.per_epoch})"
+            )
         return None
 
 
@@ -210,8 +223,9 @@ def _build(cls, raw: Any, where: str, source: str, nested: dict[str, type] | Non
     known = {f.name for f in fields(cls)} - {"source"}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) in {where}: {', '.join(unknown)}; "
-                          f"allowed: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"{source}: unknown key(s) in {where}: {', '.join(unknown)}; allowed: {', '.join(sorted(known))}"
+        )
     for key, sub in (nested or {}).items():
         if raw.get(key) is not None:
             raw[key] = _build(sub, raw[key], f"{where}.{key}", source)
@@ -235,8 +249,10 @@ def _check_steps_owned(steps: StepsSpec | None, train: Any, where: str, source: 
         return
     clash = [key for key in StepsSpec.FIELDS if key in train]
     if clash:
-        raise ConfigError(f"{source}: {where} sets {', '.join(clash)}, which the steps section decides for "
-                          "every run; remove them (or the steps section)")
+        raise ConfigError(
+            f"{source}: {where} sets {', '.join(clash)}, which the steps section decides for "
+            "every run; remove them (or the steps section)"
+        )
 
 
 def parse_benchmark_config(raw: Any, source: str = "<benchmark>") -> BenchmarkConfig:
@@ -257,17 +273,20 @@ def parse_benchmark_config(raw: Any, source: str = "<benchmark>") -> BenchmarkCo
     allowed = {f.name for f in fields(BenchmarkConfig)} - {"source"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise ConfigError(f"{source}: unknown top-level key(s): {', '.join(unknown)}; "
-                          f"allowed: {', '.join(sorted(allowed))}")
+        raise ConfigError(
+            f"{source}: unknown top-level key(s): {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
     dataset = _build(DatasetSpec, raw.get("dataset"), "dataset", source, {"synthetic": SyntheticSpec})
     if dataset.layout not in LAYOUTS:
         raise ConfigError(f"{source}: dataset.layout {dataset.layout!r} is not one of {', '.join(LAYOUTS)}")
     if dataset.synthetic is not None and dataset.synthetic.kind not in KINDS:
-        raise ConfigError(f"{source}: dataset.synthetic.kind {dataset.synthetic.kind!r} is not one of "
-                          f"{', '.join(KINDS)}")
+        raise ConfigError(
+            f"{source}: dataset.synthetic.kind {dataset.synthetic.kind!r} is not one of {', '.join(KINDS)}"
+        )
     if not dataset.root and dataset.synthetic is None:
-        raise ConfigError(f"{source}: dataset.root is empty; give the dataset folder "
-                          "(or a synthetic section)")
+        raise ConfigError(
+            f"{source}: dataset.root is empty; give the dataset folder (or a synthetic section)"
+        )
     if not dataset.root:
         dataset.root = f"data/{dataset.synthetic.kind}"
     seeds = raw.get("seeds", [0])
@@ -294,8 +313,10 @@ def parse_benchmark_config(raw: Any, source: str = "<benchmark>") -> BenchmarkCo
         _train_config({**spec.train}, f"models[{i}] ({spec.id}).train", source)
         _check_steps_owned(steps, spec.train, f"models[{i}] ({spec.id}).train", source)
         if spec.protocol is not None and spec.protocol not in PROTOCOLS:
-            raise ConfigError(f"{source}: models[{i}] ({spec.id}): unknown protocol {spec.protocol!r}; "
-                              f"choose one of {', '.join(PROTOCOLS)}")
+            raise ConfigError(
+                f"{source}: models[{i}] ({spec.id}): unknown protocol {spec.protocol!r}; "
+                f"choose one of {', '.join(PROTOCOLS)}"
+            )
         models.append(spec)
     methods = list(raw.get("threshold_methods") or [])
     for method in methods:
@@ -307,8 +328,9 @@ def parse_benchmark_config(raw: Any, source: str = "<benchmark>") -> BenchmarkCo
     ids = [m.id for m in models] + methods
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
-        raise ConfigError(f"{source}: run id(s) {', '.join(duplicates)} appear twice; "
-                          "give each model a unique id")
+        raise ConfigError(
+            f"{source}: run id(s) {', '.join(duplicates)} appear twice; give each model a unique id"
+        )
     if not ids:
         raise ConfigError(f"{source}: lists no model and no threshold method; nothing to benchmark")
     return BenchmarkConfig(

@@ -50,8 +50,15 @@ def collect_curves(config: BenchmarkConfig, out_dir: Path) -> list[dict]:
     for spec in config.models:
         for seed in config.seeds:
             for step, dice in read_curve(run_dir(out_dir, spec.id, seed)):
-                rows.append({"run_id": spec.id, "model": spec.name, "seed": seed, "step": step,
-                             "val_dice": round(dice, 5)})
+                rows.append(
+                    {
+                        "run_id": spec.id,
+                        "model": spec.name,
+                        "seed": seed,
+                        "step": step,
+                        "val_dice": round(dice, 5),
+                    }
+                )
     return rows
 
 
@@ -98,10 +105,18 @@ def plot_curves(
             colour, style = colours(index % 10), ("-", "--", ":")[(index // 10) % 3]
             steps, means = _mean_curve(points)
             seeds = len({p["seed"] for p in points})
-            ax.plot(steps, means, color=colour, linestyle=style, marker="o", markersize=3,
-                    label=f"{label} ({seeds} seed(s))")
-            ax.scatter([p["step"] for p in points], [p["val_dice"] for p in points], color=colour, s=6,
-                       alpha=0.35)
+            ax.plot(
+                steps,
+                means,
+                color=colour,
+                linestyle=style,
+                marker="o",
+                markersize=3,
+                label=f"{label} ({seeds} seed(s))",
+            )
+            ax.scatter(
+                [p["step"] for p in points], [p["val_dice"] for p in points], color=colour, s=6, alpha=0.35
+            )
         ax.set_title(panel_title, fontsize=10)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)

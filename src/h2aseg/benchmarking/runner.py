@@ -139,7 +139,9 @@ class BenchmarkRunner:
         self.only = set(only) if only else None
         ds = config.dataset
         self.root = config.resolve(ds.root, self.out_dir)
-        self.cache_dir = config.resolve(ds.cache_dir, self.out_dir) if ds.cache_dir else self.out_dir / "cache"
+        self.cache_dir = (
+            config.resolve(ds.cache_dir, self.out_dir) if ds.cache_dir else self.out_dir / "cache"
+        )
         self.labels = (1, 2) if ds.label_mode == "multiclass" else (1,)
 
     # ---------------------------------------------------------------------------------------- paths
@@ -161,23 +163,35 @@ class BenchmarkRunner:
         if synthetic is not None and not (self.root / SYNTHETIC_MARKER).exists():
             from h2aseg.data.synthetic import generate_cohort
 
-            self.log(f"generating a synthetic {synthetic.kind} cohort of {synthetic.cases} studies in {self.root}")
-            ids = generate_cohort(synthetic.kind, self.root, synthetic.cases, seed=synthetic.seed, **synthetic.options)
-            atomic_write_text(self.root / SYNTHETIC_MARKER, json.dumps({"kind": synthetic.kind, "cases": ids,
-                                                                       "seed": synthetic.seed}, indent=1))
+            self.log(
+                f"generating a synthetic {synthetic.kind} cohort of {synthetic.cases} studies in {self.root}"
+            )
+            ids = generate_cohort(
+                synthetic.kind, self.root, synthetic.cases, seed=synthetic.seed, **synthetic.options
+            )
+            atomic_write_text(
+                self.root / SYNTHETIC_MARKER,
+                json.dumps({"kind": synthetic.kind, "cases": ids, "seed": synthetic.seed}, indent=1),
+            )
         discovery = discover_cases(self.root, self.config.dataset.layout, require_labels=True)
         for problem in discovery.problems:
             self.log(f"skipped case: {problem}")
         if not discovery.cases:
-            raise DataError(f"no usable labelled case under {self.root}; check dataset.root in {self.config.source}")
-        splits = load_or_create_splits(discovery.cases, self.out_dir / "splits.json", seed=self.config.dataset.splits_seed)
+            raise DataError(
+                f"no usable labelled case under {self.root}; check dataset.root in {self.config.source}"
+            )
+        splits = load_or_create_splits(
+            discovery.cases, self.out_dir / "splits.json", seed=self.config.dataset.splits_seed
+        )
         cases = {c.case_id: c for c in discovery.cases}
         test_ids = [i for i in splits["test"] if i in cases]
         if not test_ids:
             raise DataError(f"the test split in {self.out_dir / 'splits.json'} is empty; use more cases")
         return cases, test_ids
 
-    def _test_cache(self, run_config: RunConfig, cases: dict[str, Case], test_ids: list[str]) -> PreprocessedCache:
+    def _test_cache(
+        self, run_config: RunConfig, cases: dict[str, Case], test_ids: list[str]
+    ) -> PreprocessedCache:
         cache = PreprocessedCache(self.cache_dir, preprocess_config_for(run_config))
         for problem in cache.build([cases[i] for i in test_ids], progress=False):
             self.log(f"test case not usable: {problem}")
@@ -187,7 +201,9 @@ class BenchmarkRunner:
     def run(self) -> list[RunRecord]:
         """Run every selected (model, seed) and threshold row; returns one record per run."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.out_dir / "benchmark.yaml", yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        atomic_write_text(
+            self.out_dir / "benchmark.yaml", yaml.safe_dump(self.config.to_dict(), sort_keys=False)
+        )
         cases, test_ids = self.prepare_data()
         jobs: list[tuple[str, int | None]] = [
             (m.id, seed) for m in self.config.models for seed in self.config.seeds
@@ -196,7 +212,9 @@ class BenchmarkRunner:
         self.log(f"{self.config.title}: {len(jobs)} runs, {len(test_ids)} test cases, output {self.out_dir}")
         records = []
         for index, (run_id, seed) in enumerate(jobs, start=1):
-            prefix = f"[{index:>{len(str(len(jobs)))}}/{len(jobs)}] {run_id}" + ("" if seed is None else f" seed {seed}")
+            prefix = f"[{index:>{len(str(len(jobs)))}}/{len(jobs)}] {run_id}" + (
+                "" if seed is None else f" seed {seed}"
+            )
             started = time.monotonic()
             try:
                 if seed is None:
@@ -210,9 +228,12 @@ class BenchmarkRunner:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(run_dir / ERROR_FILE, traceback.format_exc())
                 first = (str(err).strip().splitlines() or [""])[0]
-                record = RunRecord(run_id, seed, "failed",
-                                   f"{type(err).__name__}: {first} (see {run_dir / ERROR_FILE})")
-            self.log(f"{prefix}: {record.status} in {(time.monotonic() - started) / 60:.1f} min; {record.message}")
+                record = RunRecord(
+                    run_id, seed, "failed", f"{type(err).__name__}: {first} (see {run_dir / ERROR_FILE})"
+                )
+            self.log(
+                f"{prefix}: {record.status} in {(time.monotonic() - started) / 60:.1f} min; {record.message}"
+            )
             records.append(record)
         return records
 
@@ -221,7 +242,9 @@ class BenchmarkRunner:
         run_dir = self.run_dir(spec.id, seed)
         done = run_dir / DONE_FILE
         if done.exists() and (run_dir / EVAL_SUMMARY).exists():
-            return RunRecord(spec.id, seed, "cached", self._result_text(run_dir, json.loads(done.read_text())))
+            return RunRecord(
+                spec.id, seed, "cached", self._result_text(run_dir, json.loads(done.read_text()))
+            )
         run_config = self.config.run_config(spec, seed, self.root, self.cache_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         self._check_config(run_dir, run_config)
@@ -253,24 +276,39 @@ class BenchmarkRunner:
                     tamw_rows += recorder.case_rows(case_id)
                 else:
                     label = self._predict_array(loaded, data, device)
-                image = align_to_label(restore_to_original(label, data["meta"], is_label=True), cases[case_id])
+                image = align_to_label(
+                    restore_to_original(label, data["meta"], is_label=True), cases[case_id]
+                )
                 write_image(image, pred_dir / f"{case_id}.nii.gz")
             if recorder is not None and tamw_rows:
                 write_csv(tamw_rows, run_dir / TAMW_PER_CASE)
             timings["predict_seconds"] = round(time.monotonic() - start, 1)
             start = time.monotonic()
-            evaluate_folders(pred_dir, self.root, (run_dir / EVAL_SUMMARY).parent,
-                             layout=self.config.dataset.layout, labels=self.labels, progress=False,
-                             case_ids=test_ids)
+            evaluate_folders(
+                pred_dir,
+                self.root,
+                (run_dir / EVAL_SUMMARY).parent,
+                layout=self.config.dataset.layout,
+                labels=self.labels,
+                progress=False,
+                case_ids=test_ids,
+            )
             timings["evaluate_seconds"] = round(time.monotonic() - start, 1)
         info = {**self._train_info(run_dir), **timings}
         atomic_write_text(done, json.dumps(info, indent=2))
         return RunRecord(spec.id, seed, "done", self._result_text(run_dir, info))
 
     def _predict_array(self, loaded, data: dict, device: str) -> np.ndarray:
-        settings = settings_for(loaded.patch_size, loaded.preprocess.suv_scale, overlap=self.config.predict.overlap,
-                                mirror=self.config.predict.mirror, device=device)
-        return probabilities_to_label(predict_probabilities(loaded.model, data["ct"], data["pet"], settings)).numpy()
+        settings = settings_for(
+            loaded.patch_size,
+            loaded.preprocess.suv_scale,
+            overlap=self.config.predict.overlap,
+            mirror=self.config.predict.mirror,
+            device=device,
+        )
+        return probabilities_to_label(
+            predict_probabilities(loaded.model, data["ct"], data["pet"], settings)
+        ).numpy()
 
     def run_threshold(self, method: str, cases: dict[str, Case], test_ids: list[str]) -> RunRecord:
         """Segment each test case by an SUV rule on its own PET grid (no training), then evaluate."""
@@ -288,9 +326,15 @@ class BenchmarkRunner:
                 continue
             write_image(align_to_label(mask, case), run_dir / "pred" / f"{case_id}.nii.gz")
         info: dict = {"predict_seconds": round(time.monotonic() - start, 1)}
-        evaluate_folders(run_dir / "pred", self.root, (run_dir / EVAL_SUMMARY).parent,
-                         layout=self.config.dataset.layout, labels=self.labels, progress=False,
-                         case_ids=test_ids)
+        evaluate_folders(
+            run_dir / "pred",
+            self.root,
+            (run_dir / EVAL_SUMMARY).parent,
+            layout=self.config.dataset.layout,
+            labels=self.labels,
+            progress=False,
+            case_ids=test_ids,
+        )
         atomic_write_text(done, json.dumps(info, indent=2))
         return RunRecord(method, None, "done", self._result_text(run_dir, info))
 
@@ -313,8 +357,10 @@ class BenchmarkRunner:
         new = run_config.to_dict()
         changed = [section for section in ("model", "train") if old[section] != new[section]]
         if changed:
-            self.log(f"note: {saved} differs from the benchmark file in {', '.join(changed)}; the saved run is kept "
-                     f"(delete {run_dir} to retrain with the new settings)")
+            self.log(
+                f"note: {saved} differs from the benchmark file in {', '.join(changed)}; the saved run is kept "
+                f"(delete {run_dir} to retrain with the new settings)"
+            )
 
     @staticmethod
     def _train_info(run_dir: Path) -> dict:
@@ -335,14 +381,16 @@ class BenchmarkRunner:
     def _result_text(run_dir: Path, info: dict) -> str:
         parts = []
         if info.get("stopped_by"):
-            parts.append(f"trained {float(info.get('seconds') or 0) / 60:.1f} min ({info['stopped_by']}, "
-                         f"{info.get('steps', '?')} steps)")
+            parts.append(
+                f"trained {float(info.get('seconds') or 0) / 60:.1f} min ({info['stopped_by']}, "
+                f"{info.get('steps', '?')} steps)"
+            )
         try:
             summary = json.loads((run_dir / EVAL_SUMMARY).read_text())
             dice = summary["metrics"]["dice"]["mean"]
-            parts.append(f"{summary['n_cases']} test cases, Dice "
-                         + ("n/a" if dice is None else f"{100 * dice:.2f} %"))
+            parts.append(
+                f"{summary['n_cases']} test cases, Dice " + ("n/a" if dice is None else f"{100 * dice:.2f} %")
+            )
         except (OSError, KeyError, ValueError):
             pass
         return "; ".join(parts)
-

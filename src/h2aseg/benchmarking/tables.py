@@ -149,10 +149,17 @@ class _Rows:
         if spec is not None and stats is not None and not math.isnan(stats["dice"]["mean"]):
             mean, spread = 100 * stats["dice"]["mean"], 100 * stats["dice"]["seed_std"]
             seeds_cell = f"{mean:.2f}" + (" (1 seed)" if math.isnan(spread) else f" ± {spread:.2f}")
-        cells = [seeds_cell, format_difference(comparison), format_parameters(params),
-                 format_steps(steps) if spec is not None else "—"]
-        columns = {**difference_columns(comparison), "params": "" if params is None else params,
-                   "steps": " ".join(str(n) for n in steps)}
+        cells = [
+            seeds_cell,
+            format_difference(comparison),
+            format_parameters(params),
+            format_steps(steps) if spec is not None else "—",
+        ]
+        columns = {
+            **difference_columns(comparison),
+            "params": "" if params is None else params,
+            "steps": " ".join(str(n) for n in steps),
+        }
         return cells, columns
 
     def model(self, run_id: str) -> tuple[dict | None, int]:
@@ -205,11 +212,15 @@ def _ranking(columns: int, first: int) -> dict[int, bool]:
 
 def _cell_note(config: BenchmarkConfig, cases: tuple[int, int] | None) -> str:
     seeds = ", ".join(str(s) for s in config.seeds)
-    text = (f"Each cell: mean ± std over the test cases of one seed, both averaged over the "
-            f"{len(config.seeds)} seed(s) {seeds}. Dice, Precision, Recall in %, HD95 in mm.")
+    text = (
+        f"Each cell: mean ± std over the test cases of one seed, both averaged over the "
+        f"{len(config.seeds)} seed(s) {seeds}. Dice, Precision, Recall in %, HD95 in mm."
+    )
     if cases and cases[0] and cases[1] < cases[0]:
-        text += (f" AutoPET rule: Dice and HD95 over the {cases[1]} lesion-positive test cases, Precision "
-                 f"and Recall over all {cases[0]}.")
+        text += (
+            f" AutoPET rule: Dice and HD95 over the {cases[1]} lesion-positive test cases, Precision "
+            f"and Recall over all {cases[0]}."
+        )
     elif cases and cases[0]:
         text += f" {cases[0]} test cases."
     return text + " HD95 leaves out cases with an empty prediction or label."
@@ -219,14 +230,19 @@ EXTRA_HEADER = ["Dice, seeds", "H2ASeg − row (Dice)", "Params", "Steps"]
 
 
 def _extras_note(rows: _Rows, run_ids: list[str]) -> str:
-    text = (" Dice, seeds: mean ± std over seeds of the per-seed mean Dice. " + rows.comparisons.caption()
-            + " Params: trainable parameters of the trained network. Steps: optimizer steps of the finished "
-            "runs.")
+    text = (
+        " Dice, seeds: mean ± std over seeds of the per-seed mean Dice. "
+        + rows.comparisons.caption()
+        + " Params: trainable parameters of the trained network. Steps: optimizer steps of the finished "
+        "runs."
+    )
     seeds = list(rows.config.seeds)
     counts = sorted({n for run_id in run_ids for n in step_counts(rows.out_dir, run_id, seeds)})
     if len(counts) > 1:
-        text += (" **The finished runs did not all take the same number of steps "
-                 f"({', '.join(map(str, counts))}): rows are not compared at equal steps.**")
+        text += (
+            " **The finished runs did not all take the same number of steps "
+            f"({', '.join(map(str, counts))}): rows are not compared at equal steps.**"
+        )
     return text
 
 
@@ -252,19 +268,38 @@ def table1(config: BenchmarkConfig, rows: _Rows) -> tuple[str, list[dict]]:
         spec = specs.get(run_id) if model != "threshold" else None
         extra_cells, extra_columns = rows.extras(run_id, stats, spec)
         title = _label(config, run_id)
-        md_rows.append([title if group == "compared" else f"*{title}*", *cells, *extra_cells,
-                        f"{done}/{total}"])
-        values.append([math.nan, *(nums if group == "compared" else [math.nan] * len(nums)),
-                       *[math.nan] * len(extra_cells), math.nan])
-        csv_rows.append({"method": title, "run_id": run_id, "model": model, "group": group,
-                         "seeds_done": done, "seeds_total": total, **_csv_metrics(stats), **extra_columns})
+        md_rows.append(
+            [title if group == "compared" else f"*{title}*", *cells, *extra_cells, f"{done}/{total}"]
+        )
+        values.append(
+            [
+                math.nan,
+                *(nums if group == "compared" else [math.nan] * len(nums)),
+                *[math.nan] * len(extra_cells),
+                math.nan,
+            ]
+        )
+        csv_rows.append(
+            {
+                "method": title,
+                "run_id": run_id,
+                "model": model,
+                "group": group,
+                "seeds_done": done,
+                "seeds_total": total,
+                **_csv_metrics(stats),
+                **extra_columns,
+            }
+        )
         if stats and cases is None:
             cases = stats["_cases"]
-    caption = (f"**Table 1.** {config.title}: {config.dataset.name}, test split. {_cell_note(config, cases)} "
-               "Best **bold**, second <u>underlined</u> among the compared methods; *italic* rows are "
-               "references (single-modality networks, SUV thresholds without training) and are not ranked. "
-               "Seeds = finished runs; — = no finished run."
-               + _extras_note(rows, [r["run_id"] for r in csv_rows if r["model"] != "threshold"]))
+    caption = (
+        f"**Table 1.** {config.title}: {config.dataset.name}, test split. {_cell_note(config, cases)} "
+        "Best **bold**, second <u>underlined</u> among the compared methods; *italic* rows are "
+        "references (single-modality networks, SUV thresholds without training) and are not ranked. "
+        "Seeds = finished runs; — = no finished run."
+        + _extras_note(rows, [r["run_id"] for r in csv_rows if r["model"] != "threshold"])
+    )
     text = caption + "\n\n" + markdown_table(header, md_rows, _ranking(4, 1), values)
     return text, csv_rows
 
@@ -284,20 +319,34 @@ def table2(config: BenchmarkConfig, rows: _Rows) -> tuple[str, list[dict]]:
         stats, done = rows.model(spec.id)
         cells, nums = _metric_cells(stats)
         extra_cells, extra_columns = rows.extras(spec.id, stats, spec)
-        md_rows.append(["✓" if mcsa else "", "✓" if tamw else "", *cells, *extra_cells,
-                        f"{done}/{len(config.seeds)}"])
+        md_rows.append(
+            ["✓" if mcsa else "", "✓" if tamw else "", *cells, *extra_cells, f"{done}/{len(config.seeds)}"]
+        )
         values.append([math.nan, math.nan, *nums, *[math.nan] * len(extra_cells), math.nan])
-        csv_rows.append({"run_id": spec.id, "model": name, "mcsa": mcsa, "tamw": tamw, "seeds_done": done,
-                         "seeds_total": len(config.seeds), **_csv_metrics(stats), **extra_columns})
+        csv_rows.append(
+            {
+                "run_id": spec.id,
+                "model": name,
+                "mcsa": mcsa,
+                "tamw": tamw,
+                "seeds_done": done,
+                "seeds_total": len(config.seeds),
+                **_csv_metrics(stats),
+                **extra_columns,
+            }
+        )
         if stats and cases is None:
             cases = stats["_cases"]
     if not md_rows:
-        return ("**Table 2.** No ablation model (dual_resunet3d, h2aseg_no_tamw, h2aseg_no_mcsa, h2aseg) in "
-                "this benchmark.\n"), []
-    caption = (f"**Table 2.** Effects of MCSA and TAMW on {config.dataset.name} (baseline = dual-branch "
-               f"ResUNet-3D with concatenated skips). {_cell_note(config, cases)} Best **bold**, second "
-               "<u>underlined</u>."
-               + _extras_note(rows, [r["run_id"] for r in csv_rows]))
+        return (
+            "**Table 2.** No ablation model (dual_resunet3d, h2aseg_no_tamw, h2aseg_no_mcsa, h2aseg) in "
+            "this benchmark.\n"
+        ), []
+    caption = (
+        f"**Table 2.** Effects of MCSA and TAMW on {config.dataset.name} (baseline = dual-branch "
+        f"ResUNet-3D with concatenated skips). {_cell_note(config, cases)} Best **bold**, second "
+        "<u>underlined</u>." + _extras_note(rows, [r["run_id"] for r in csv_rows])
+    )
     return caption + "\n\n" + markdown_table(header, md_rows, _ranking(4, 2), values), csv_rows
 
 
@@ -343,14 +392,18 @@ def table3(config: BenchmarkConfig, out_dir: Path) -> tuple[str, list[dict]]:
             md_rows.append(cells)
             csv_rows.append(row)
         title = spec.label or DISPLAY_NAMES.get(spec.name, spec.name)
-        blocks.append(f"{title} ({len(per_seed)}/{len(config.seeds)} seeds, {n_cases} test cases):\n\n"
-                      + markdown_table(header, md_rows))
-    caption = ("**Table 3.** Effects (%) of PET/CT in TAMW for emphasis at different depths: share of the "
-               "PET channels and of the CT channels of F^k whose TAMW term is added (emphasised): weight > 0 in "
-               "Eq. 4; for h2aseg_release, which subtracts the background term, background weight < 0. Per "
-               "test case, each channel's weight is the average over the case's sliding-window patches, "
-               "weighted by each patch's mean foreground probability (background: one "
-               "minus it). Each cell: mean ± std over the test cases of one seed, both averaged over seeds.")
+        blocks.append(
+            f"{title} ({len(per_seed)}/{len(config.seeds)} seeds, {n_cases} test cases):\n\n"
+            + markdown_table(header, md_rows)
+        )
+    caption = (
+        "**Table 3.** Effects (%) of PET/CT in TAMW for emphasis at different depths: share of the "
+        "PET channels and of the CT channels of F^k whose TAMW term is added (emphasised): weight > 0 in "
+        "Eq. 4; for h2aseg_release, which subtracts the background term, background weight < 0. Per "
+        "test case, each channel's weight is the average over the case's sliding-window patches, "
+        "weighted by each patch's mean foreground probability (background: one "
+        "minus it). Each cell: mean ± std over the test cases of one seed, both averaged over seeds."
+    )
     if not blocks:
         return caption + "\n\nNo finished run of a model with TAMW.\n", []
     return caption + "\n\n" + "\n".join(blocks), csv_rows
@@ -371,12 +424,20 @@ def runs_overview(
         summary = _finished(folder)
         status = "done" if summary else ("failed" if (folder / ERROR_FILE).exists() else "missing")
         dice = _nan(summary["metrics"]["dice"]["mean"]) if summary else math.nan
-        rows.append({"run_id": run_id, "model": name, "seed": "" if seed is None else seed, "status": status,
-                     "train_minutes": round(float(info["seconds"]) / 60, 2) if info.get("seconds") else "",
-                     "stopped_by": info.get("stopped_by", ""), "steps": info.get("steps", ""),
-                     "predict_seconds": info.get("predict_seconds", ""),
-                     "dice_pct": "" if math.isnan(dice) else round(100 * dice, 2),
-                     "params": params.get(run_id) if params.get(run_id) is not None else ""})
+        rows.append(
+            {
+                "run_id": run_id,
+                "model": name,
+                "seed": "" if seed is None else seed,
+                "status": status,
+                "train_minutes": round(float(info["seconds"]) / 60, 2) if info.get("seconds") else "",
+                "stopped_by": info.get("stopped_by", ""),
+                "steps": info.get("steps", ""),
+                "predict_seconds": info.get("predict_seconds", ""),
+                "dice_pct": "" if math.isnan(dice) else round(100 * dice, 2),
+                "params": params.get(run_id) if params.get(run_id) is not None else "",
+            }
+        )
     return rows
 
 

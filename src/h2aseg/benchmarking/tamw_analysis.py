@@ -80,7 +80,12 @@ def shares_from_weights(
     """
     fore, back = np.asarray(fore, float), np.asarray(back, float)
     mass = np.clip(np.asarray(foreground_mass, float), 0.0, 1.0)
-    if fore.ndim != 2 or fore.shape != back.shape or fore.shape[0] != mass.shape[0] or fore.shape[1] < 2 * channels:
+    if (
+        fore.ndim != 2
+        or fore.shape != back.shape
+        or fore.shape[0] != mass.shape[0]
+        or fore.shape[1] < 2 * channels
+    ):
         raise ValueError(
             f"TAMW weights {fore.shape}/{back.shape} do not fit {mass.shape[0]} patches of ≥ {2 * channels} channels"
         )
@@ -114,7 +119,9 @@ class TAMWRecorder:
         self.model = model
         self.levels = sorted(int(k) for k in model.tamw)
         self.channels = {k: int(model.channels[k - 1]) for k in self.levels}
-        self.modalities = {k: tuple(getattr(model.tamw[str(k)], "modalities", ("pet", "ct"))) for k in self.levels}
+        self.modalities = {
+            k: tuple(getattr(model.tamw[str(k)], "modalities", ("pet", "ct"))) for k in self.levels
+        }
         self.back_sign = {k: float(getattr(model.tamw[str(k)], "back_sign", 1.0)) for k in self.levels}
         self.reset()
 
@@ -126,7 +133,9 @@ class TAMWRecorder:
     def _hooks(self, level: int):
         def pre(_module, args):
             probability = args[1]
-            self._mass[level].append(probability.detach().float().mean(dim=tuple(range(1, probability.ndim))).cpu().numpy())
+            self._mass[level].append(
+                probability.detach().float().mean(dim=tuple(range(1, probability.ndim))).cpu().numpy()
+            )
 
         def fore(_module, _args, output):
             self._fore[level].append(output.detach().float().cpu().numpy())
@@ -163,4 +172,3 @@ class TAMWRecorder:
             shares = shares_from_weights(fore, back, mass, self.channels[k], self.modalities[k])
             rows.append({"case_id": case_id, "depth": k, **shares, "patches": int(fore.shape[0])})
         return rows
-

@@ -32,8 +32,13 @@ __all__ = ["build_whole_body", "build_head_neck"]
 
 
 # -- whole body (AutoPET-like) --------------------------------------------------------------------
-def build_whole_body(cv: Canvas, p: PatientParams, rng: np.random.Generator, lesion_free: bool,
-                     sizes: LesionSizes = LESION_SIZE_PRESETS["realistic"]) -> int:
+def build_whole_body(
+    cv: Canvas,
+    p: PatientParams,
+    rng: np.random.Generator,
+    lesion_free: bool,
+    sizes: LesionSizes = LESION_SIZE_PRESETS["realistic"],
+) -> int:
     """Paint a whole-body study (canonical field 256 × 256 × 384 mm); returns the number of lesions."""
     j = p.jitter
     z_ctrl = [-192, -150, -100, -40, 20, 60, 78, 92, 110, 128]
@@ -46,13 +51,21 @@ def build_whole_body(cv: Canvas, p: PatientParams, rng: np.random.Generator, les
     # head: scalp, skull, brain (very hot); tonsils and salivary glands below
     head_c = (0, 4, 160) + j
     cv.shape_fill(cv.ellipsoid(head_c, (68 * p.width, 82, 60)), lambda r: r <= 1, hu=SOFT_HU, suv=0.9)
-    cv.shape_fill(cv.ellipsoid(head_c, (68 * p.width, 82, 60)), lambda r: (r <= 0.95) & (r > 0.86), hu=900.0, suv=0.7)
+    cv.shape_fill(
+        cv.ellipsoid(head_c, (68 * p.width, 82, 60)), lambda r: (r <= 0.95) & (r > 0.86), hu=900.0, suv=0.7
+    )
     brain_suv = rng.uniform(6.0, 11.0)
     cv.shape_fill(cv.ellipsoid(head_c, (68 * p.width, 82, 60)), lambda r: r <= 0.86, hu=35.0, suv=brain_suv)
     for s in (-1, 1):
-        cv.shape_fill(cv.ellipsoid((s * 15, -10, 122), (8, 8, 10)), lambda r: r <= 1, hu=45.0, suv=rng.uniform(2.5, 5.0))
-        cv.shape_fill(cv.ellipsoid((s * 42, 8, 128), (11, 15, 15)), lambda r: r <= 1, hu=5.0, suv=rng.uniform(1.8, 3.2))
-        cv.shape_fill(cv.ellipsoid((s * 27, -28, 114), (9, 9, 9)), lambda r: r <= 1, hu=40.0, suv=rng.uniform(2.0, 3.5))
+        cv.shape_fill(
+            cv.ellipsoid((s * 15, -10, 122), (8, 8, 10)), lambda r: r <= 1, hu=45.0, suv=rng.uniform(2.5, 5.0)
+        )
+        cv.shape_fill(
+            cv.ellipsoid((s * 42, 8, 128), (11, 15, 15)), lambda r: r <= 1, hu=5.0, suv=rng.uniform(1.8, 3.2)
+        )
+        cv.shape_fill(
+            cv.ellipsoid((s * 27, -28, 114), (9, 9, 9)), lambda r: r <= 1, hu=40.0, suv=rng.uniform(2.0, 3.5)
+        )
 
     # neck: fat pads, airway, sternocleidomastoid muscles
     for s in (-1, 1):
@@ -66,9 +79,16 @@ def build_whole_body(cv: Canvas, p: PatientParams, rng: np.random.Generator, les
     for s in (-1, 1):
         cv.shape_fill(
             cv.ellipsoid((s * 0.45 * A(38), 0.05 * B(38), 36) + j, (0.32 * A(38), 0.68 * B(38), 46)),
-            lambda r: r <= 1, hu=LUNG_HU, suv=0.35,
+            lambda r: r <= 1,
+            hu=LUNG_HU,
+            suv=0.35,
         )
-        cv.shape_fill(cv.ellipsoid((s * 0.74 * A(55), 0.05 * B(55), 55), (19, 24, 20)), lambda r: r <= 1, hu=FAT_HU, suv=0.35)
+        cv.shape_fill(
+            cv.ellipsoid((s * 0.74 * A(55), 0.05 * B(55), 55), (19, 24, 20)),
+            lambda r: r <= 1,
+            hu=FAT_HU,
+            suv=0.35,
+        )
     cv.shape_fill(cv.ellipsoid((0, -0.15 * B(50), 50), (20, 24, 28)), lambda r: r <= 1, hu=-90.0, suv=0.35)
     rot_heart = np.array([[math.cos(0.5), -math.sin(0.5), 0], [math.sin(0.5), math.cos(0.5), 0], [0, 0, 1]])
     heart = cv.ellipsoid((0.12 * A(12), -0.22 * B(12), 12) + j, (40, 34, 36), rot=rot_heart)
@@ -76,7 +96,10 @@ def build_whole_body(cv: Canvas, p: PatientParams, rng: np.random.Generator, les
     blood = rng.uniform(1.4, 2.0)
     cv.shape_fill(heart, lambda r: r <= 1, hu=45.0, suv=myo)
     cv.shape_fill(heart, lambda r: r <= 0.7, hu=40.0, suv=blood)
-    aorta = cv.tube([(10, -0.1 * B(70), 70), (12, 0.35 * B(40), 55), (8, 0.4 * B(-40), -40), (0, 0.35 * B(-100), -100)], 11.0)
+    aorta = cv.tube(
+        [(10, -0.1 * B(70), 70), (12, 0.35 * B(40), 55), (8, 0.4 * B(-40), -40), (0, 0.35 * B(-100), -100)],
+        11.0,
+    )
     if aorta is not None:
         cv.fill(aorta[0], aorta[1] <= 11.0, hu=40.0, suv=blood)
 
@@ -100,13 +123,22 @@ def build_whole_body(cv: Canvas, p: PatientParams, rng: np.random.Generator, les
         cv.fill(sub, rib, hu=650.0, suv=0.8)
 
     # abdomen: mesenteric fat, liver, spleen, kidneys, psoas
-    cv.shape_fill(cv.ellipsoid((0, -0.2 * B(-90), -95), (0.7 * A(-90), 0.5 * B(-90), 62)), lambda r: r <= 1, hu=-90.0, suv=0.35)
+    cv.shape_fill(
+        cv.ellipsoid((0, -0.2 * B(-90), -95), (0.7 * A(-90), 0.5 * B(-90), 62)),
+        lambda r: r <= 1,
+        hu=-90.0,
+        suv=0.35,
+    )
     liver_hu, liver_suv = rng.uniform(50.0, 65.0), rng.uniform(1.8, 2.5)
     liver_c = np.array((-0.4 * A(-20), -0.05 * B(-20), -18)) + j
     liver_r = (0.4 * A(-20), 0.62 * B(-20), 40)
     cv.shape_fill(cv.ellipsoid(liver_c, liver_r), lambda r: r <= 1, hu=liver_hu, suv=liver_suv)
-    cv.shape_fill(cv.ellipsoid((0.5 * A(-15), 0.35 * B(-15), -15), (18, 28, 28)), lambda r: r <= 1, hu=48.0,
-                  suv=rng.uniform(1.6, 2.2))
+    cv.shape_fill(
+        cv.ellipsoid((0.5 * A(-15), 0.35 * B(-15), -15), (18, 28, 28)),
+        lambda r: r <= 1,
+        hu=48.0,
+        suv=rng.uniform(1.6, 2.2),
+    )
     for s in (-1, 1):
         kid = cv.ellipsoid((s * 0.38 * A(-60), 0.45 * B(-60), -60), (16, 20, 32))
         cv.shape_fill(kid, lambda r: r <= 1, hu=35.0, suv=rng.uniform(3.0, 5.0))
@@ -118,10 +150,21 @@ def build_whole_body(cv: Canvas, p: PatientParams, rng: np.random.Generator, les
         hot_muscles = set(rng.choice(names, size=int(rng.integers(1, 3)), replace=False).tolist())
     hot = lambda name: rng.uniform(3.0, 6.5) if name in hot_muscles else None  # noqa: E731
     for s, side in ((-1, "r"), (1, "l")):
-        muscle(cv, [(s * 22, 0.45 * B(-40), -40), (s * 32, 0.35 * B(-100), -100), (s * 42, 0.15 * B(-150), -150)], 13.0,
-               hot(f"psoas_{side}"))
-        muscle(cv, [(s * 0.25 * A(62), -(B(62) - p.fat_mm - 12), 62), (s * 0.6 * A(66), -(0.75 * B(66) - p.fat_mm), 66)],
-               10.0, hot(f"pect_{side}"))
+        muscle(
+            cv,
+            [(s * 22, 0.45 * B(-40), -40), (s * 32, 0.35 * B(-100), -100), (s * 42, 0.15 * B(-150), -150)],
+            13.0,
+            hot(f"psoas_{side}"),
+        )
+        muscle(
+            cv,
+            [
+                (s * 0.25 * A(62), -(B(62) - p.fat_mm - 12), 62),
+                (s * 0.6 * A(66), -(0.75 * B(66) - p.fat_mm), 66),
+            ],
+            10.0,
+            hot(f"pect_{side}"),
+        )
         muscle(cv, [(s * 34, 18, 124), (s * 22, -22, 86)], 8.0, hot(f"scm_{side}"))
 
     # bowel: normal loops and hot (decoy) loops in the mesenteric fat
@@ -133,13 +176,25 @@ def build_whole_body(cv: Canvas, p: PatientParams, rng: np.random.Generator, les
 
     # pelvis: iliac bones, bladder, hips (joints), inguinal fat
     for s in (-1, 1):
-        cv.shape_fill(cv.ellipsoid((s * 0.55 * A(-125), 0.3 * B(-125), -125), (14, 34, 28)),
-                      lambda r: r <= 1, hu=450.0, suv=0.9)
-        cv.shape_fill(cv.ellipsoid((s * 0.45 * A(-178), -0.55 * B(-178), -178), (22, 15, 15)),
-                      lambda r: r <= 1, hu=FAT_HU, suv=0.35)
+        cv.shape_fill(
+            cv.ellipsoid((s * 0.55 * A(-125), 0.3 * B(-125), -125), (14, 34, 28)),
+            lambda r: r <= 1,
+            hu=450.0,
+            suv=0.9,
+        )
+        cv.shape_fill(
+            cv.ellipsoid((s * 0.45 * A(-178), -0.55 * B(-178), -178), (22, 15, 15)),
+            lambda r: r <= 1,
+            hu=FAT_HU,
+            suv=0.35,
+        )
     bladder_fill = rng.uniform(0.7, 1.2)
-    cv.shape_fill(cv.ellipsoid((0, -0.35 * B(-165), -165), (30 * bladder_fill, 25 * bladder_fill, 22 * bladder_fill)),
-                  lambda r: r <= 1, hu=8.0, suv=rng.uniform(8.0, 40.0))
+    cv.shape_fill(
+        cv.ellipsoid((0, -0.35 * B(-165), -165), (30 * bladder_fill, 25 * bladder_fill, 22 * bladder_fill)),
+        lambda r: r <= 1,
+        hu=8.0,
+        suv=rng.uniform(8.0, 40.0),
+    )
     inflamed = rng.random() < 0.35
     for s in (-1, 1):
         joint(cv, rng, (s * 0.56 * A(-172), 0.0, -172), 18.0, inflamed and rng.random() < 0.7)
@@ -186,7 +241,11 @@ def build_whole_body(cv: Canvas, p: PatientParams, rng: np.random.Generator, les
         elif site == "abdominal":
             c = (rng.uniform(-0.4, 0.4) * A(-85), rng.uniform(-0.3, 0.3) * B(-85), rng.uniform(-125, -50))
         else:
-            c = (s * rng.uniform(0.3, 0.5) * A(-160), rng.uniform(-0.5, -0.1) * B(-160), rng.uniform(-185, -140))
+            c = (
+                s * rng.uniform(0.3, 0.5) * A(-160),
+                rng.uniform(-0.5, -0.1) * B(-160),
+                rng.uniform(-185, -140),
+            )
         suv = sizes.suv_peak(rng)
         lesion(cv, rng, c, radius, hu, suv)
     return n_lesions
@@ -220,12 +279,21 @@ def build_head_neck(cv: Canvas, p: PatientParams, rng: np.random.Generator) -> t
         cv.shape_fill(cv.ellipsoid((s * 32, 2, -12), (16, 22, 34)), lambda r: r <= 1, hu=FAT_HU, suv=0.35)
         cv.shape_fill(cv.ellipsoid((s * 45, -5, -72), (22, 15, 12)), lambda r: r <= 1, hu=FAT_HU, suv=0.35)
         cv.shape_fill(cv.ellipsoid((s * 45, 10, -120), (32, 40, 45)), lambda r: r <= 1, hu=LUNG_HU, suv=0.35)
-        cv.shape_fill(cv.ellipsoid((s * 16, -5, 18), (9, 9, 13)), lambda r: r <= 1, hu=45.0,
-                      suv=rng.uniform(2.5, 5.0))
-        cv.shape_fill(cv.ellipsoid((s * 45, 12, 28), (12, 16, 18)), lambda r: r <= 1, hu=rng.uniform(-5, 10),
-                      suv=rng.uniform(1.8, 3.2))
-        cv.shape_fill(cv.ellipsoid((s * 28, -28, 0), (10, 10, 10)), lambda r: r <= 1, hu=40.0, suv=rng.uniform(2.0, 3.5))
-        cv.shape_fill(cv.ellipsoid((s * 14, -22, -50), (8, 8, 15)), lambda r: r <= 1, hu=90.0, suv=rng.uniform(1.2, 3.0))
+        cv.shape_fill(
+            cv.ellipsoid((s * 16, -5, 18), (9, 9, 13)), lambda r: r <= 1, hu=45.0, suv=rng.uniform(2.5, 5.0)
+        )
+        cv.shape_fill(
+            cv.ellipsoid((s * 45, 12, 28), (12, 16, 18)),
+            lambda r: r <= 1,
+            hu=rng.uniform(-5, 10),
+            suv=rng.uniform(1.8, 3.2),
+        )
+        cv.shape_fill(
+            cv.ellipsoid((s * 28, -28, 0), (10, 10, 10)), lambda r: r <= 1, hu=40.0, suv=rng.uniform(2.0, 3.5)
+        )
+        cv.shape_fill(
+            cv.ellipsoid((s * 14, -22, -50), (8, 8, 15)), lambda r: r <= 1, hu=90.0, suv=rng.uniform(1.2, 3.0)
+        )
     airway = cv.tube([(0, -8, 38), (0, -12, 0), (0, -18, -60), (0, -15, -110)], 9.0)
     if airway is not None:
         cv.fill(airway[0], airway[1] <= 9.0, hu=AIR_HU, suv=0.0)
@@ -235,7 +303,12 @@ def build_head_neck(cv: Canvas, p: PatientParams, rng: np.random.Generator) -> t
         cv.fill(spine[0], spine[1] <= 10.0, hu=250.0, suv=rng.uniform(1.2, 1.8))
     hot = rng.random() < 0.4
     for s in (-1, 1):
-        muscle(cv, [(s * 36, 22, 36), (s * 16, -26, -62)], 9.0, rng.uniform(3.0, 6.0) if hot and rng.random() < 0.6 else None)
+        muscle(
+            cv,
+            [(s * 36, 22, 36), (s * 16, -26, -62)],
+            9.0,
+            rng.uniform(3.0, 6.0) if hot and rng.random() < 0.6 else None,
+        )
         joint(cv, rng, (s * (A(-95) - 16), 5, -95), 17.0, rng.random() < 0.15)
     if rng.random() < 0.45:
         centers = []
@@ -249,7 +322,15 @@ def build_head_neck(cv: Canvas, p: PatientParams, rng: np.random.Generator) -> t
         choice = rng.integers(0, 3)
         s = rng.choice([-1, 1])
         c = [(s * 16, -5, 18), (0, -15, 5), (s * 5, -15, -30)][choice] + rng.uniform(-4, 4, 3)
-        lesion(cv, rng, c, rng.uniform(10.0, 22.0), SOFT_HU + rng.uniform(0, 15), rng.uniform(6.0, 20.0), label_value=1)
+        lesion(
+            cv,
+            rng,
+            c,
+            rng.uniform(10.0, 22.0),
+            SOFT_HU + rng.uniform(0, 15),
+            rng.uniform(6.0, 20.0),
+            label_value=1,
+        )
     n_n = 0 if rng.random() < 0.3 else int(rng.integers(1, 4))
     side = rng.choice([-1, 1])
     for _ in range(n_n):

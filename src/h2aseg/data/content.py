@@ -103,27 +103,40 @@ def resolve_skipped(names: Iterable[str] | None) -> frozenset[str]:
     names = list(names or ())
     unknown = [n for n in names if n not in CONTENT_CHECKS and n != "all"]
     if unknown:
-        raise ValueError(f"unknown content check(s) {unknown}: choose from {', '.join(CONTENT_CHECKS)} or all")
+        raise ValueError(
+            f"unknown content check(s) {unknown}: choose from {', '.join(CONTENT_CHECKS)} or all"
+        )
     return frozenset(CONTENT_CHECKS) if "all" in names else frozenset(names)
 
 
-def _ct_findings(ct: VolumeStats, pet: VolumeStats, ct_path: Path, pet_path: Path, skip) -> list[tuple[str, str]]:
+def _ct_findings(
+    ct: VolumeStats, pet: VolumeStats, ct_path: Path, pet_path: Path, skip
+) -> list[tuple[str, str]]:
     found = []
     if "ct-air" not in skip and not has_air(ct):
         if has_air(pet) and ct.p01 >= PET_NEGATIVE_SUV:
-            return [("ct-air",
-                f"CT and PET look swapped: {ct_path} holds no air (no values below {CT_AIR_HU:g} HU) and "
-                f"is non-negative like SUV, while {pet_path} holds CT-like values; swap the two files")
+            return [
+                (
+                    "ct-air",
+                    f"CT and PET look swapped: {ct_path} holds no air (no values below {CT_AIR_HU:g} HU) and "
+                    f"is non-negative like SUV, while {pet_path} holds CT-like values; swap the two files",
+                )
             ]
-        found.append(("ct-air",
-            f"{ct_path}: CT holds no air ({ct.air_fraction:.2%} of voxels below {CT_AIR_HU:g} HU, at least "
-            f"{CT_AIR_MIN_FRACTION:.1%} expected): all-zero, or not in Hounsfield units; give the CT in HU"
-        ))
+        found.append(
+            (
+                "ct-air",
+                f"{ct_path}: CT holds no air ({ct.air_fraction:.2%} of voxels below {CT_AIR_HU:g} HU, at least "
+                f"{CT_AIR_MIN_FRACTION:.1%} expected): all-zero, or not in Hounsfield units; give the CT in HU",
+            )
+        )
     if "ct-range" not in skip and (ct.p01 < CT_MIN_HU or ct.p99 > CT_MAX_HU):
-        found.append(("ct-range",
-            f"{ct_path}: CT values outside the Hounsfield range (1st percentile {ct.p01:.0f}, 99th {ct.p99:.0f}; "
-            f"expected >= {CT_MIN_HU:g} and <= {CT_MAX_HU:g}); give the CT in HU"
-        ))
+        found.append(
+            (
+                "ct-range",
+                f"{ct_path}: CT values outside the Hounsfield range (1st percentile {ct.p01:.0f}, 99th {ct.p99:.0f}; "
+                f"expected >= {CT_MIN_HU:g} and <= {CT_MAX_HU:g}); give the CT in HU",
+            )
+        )
     return found
 
 
@@ -133,24 +146,39 @@ def _pet_findings(
     found = []
     if "pet-negative" not in skip and not swapped and pet.negative_fraction > PET_NEGATIVE_MAX_FRACTION:
         what = "CT-like values (air below -500)" if has_air(pet) else "too many negative values"
-        found.append(("pet-negative",
-            f"{pet_path}: PET holds {what}: {pet.negative_fraction:.1%} of voxels below SUV {PET_NEGATIVE_SUV:g} "
-            f"(at most {PET_NEGATIVE_MAX_FRACTION:.0%} expected); give the PET in SUV"
-        ))
+        found.append(
+            (
+                "pet-negative",
+                f"{pet_path}: PET holds {what}: {pet.negative_fraction:.1%} of voxels below SUV {PET_NEGATIVE_SUV:g} "
+                f"(at most {PET_NEGATIVE_MAX_FRACTION:.0%} expected); give the PET in SUV",
+            )
+        )
     if "pet-range" not in skip and not swapped:
         if pet.p999 > PET_P999_MAX:
             if pet_is_dicom:
                 hint = "after SUV conversion from its DICOM header; check PatientWeight (kg) and RadionuclideTotalDose (Bq)"
             else:
-                beside = " (AutoPET: use SUV.nii.gz, not PET.nii.gz)" if Path(pet_path).name.startswith("PET.") else ""
+                beside = (
+                    " (AutoPET: use SUV.nii.gz, not PET.nii.gz)"
+                    if Path(pet_path).name.startswith("PET.")
+                    else ""
+                )
                 hint = f"looks like activity in Bq/ml, not SUV{beside}; {_SUV_HINT}"
-            found.append(("pet-range", f"{pet_path}: PET 99.9th percentile is {pet.p999:.0f}, above SUV "
-                                         f"{PET_P999_MAX:g}: {hint}"))
+            found.append(
+                (
+                    "pet-range",
+                    f"{pet_path}: PET 99.9th percentile is {pet.p999:.0f}, above SUV "
+                    f"{PET_P999_MAX:g}: {hint}",
+                )
+            )
         elif pet.p999 < PET_P999_MIN:
-            found.append(("pet-range",
-                f"{pet_path}: PET holds no uptake (99.9th percentile {pet.p999:.3g}, below SUV {PET_P999_MIN:g}); "
-                "all-zero or not in SUV, give the PET in SUV"
-            ))
+            found.append(
+                (
+                    "pet-range",
+                    f"{pet_path}: PET holds no uptake (99.9th percentile {pet.p999:.3g}, below SUV {PET_P999_MIN:g}); "
+                    "all-zero or not in SUV, give the PET in SUV",
+                )
+            )
     return found
 
 

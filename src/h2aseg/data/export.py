@@ -24,9 +24,12 @@ __all__ = ["export_nnunet", "write_manifest"]
 
 
 def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    return (a.GetSize() == b.GetSize() and all(abs(x - y) < 1e-4 for x, y in zip(a.GetOrigin(), b.GetOrigin()))
-            and all(abs(x - y) < 1e-4 for x, y in zip(a.GetSpacing(), b.GetSpacing()))
-            and all(abs(x - y) < 1e-6 for x, y in zip(a.GetDirection(), b.GetDirection())))
+    return (
+        a.GetSize() == b.GetSize()
+        and all(abs(x - y) < 1e-4 for x, y in zip(a.GetOrigin(), b.GetOrigin()))
+        and all(abs(x - y) < 1e-4 for x, y in zip(a.GetSpacing(), b.GetSpacing()))
+        and all(abs(x - y) < 1e-6 for x, y in zip(a.GetDirection(), b.GetDirection()))
+    )
 
 
 def export_nnunet(cases: Sequence[Case], out: Path, labels: dict[str, int] | None = None) -> Path:
@@ -72,8 +75,16 @@ def write_manifest(cases: Sequence[Case], path: Path) -> Path:
         except ValueError:
             return str(p)
 
-    rows = [{"case_id": c.case_id, "patient_id": c.patient_id, "ct": rel(c.ct), "pet": rel(c.pet),
-             "label": rel(c.label)} for c in cases]
+    rows = [
+        {
+            "case_id": c.case_id,
+            "patient_id": c.patient_id,
+            "ct": rel(c.ct),
+            "pet": rel(c.pet),
+            "label": rel(c.label),
+        }
+        for c in cases
+    ]
     if path.suffix.lower() == ".json":
         atomic_write_text(path, json.dumps({"cases": rows}, indent=2) + "\n")
     else:

@@ -165,13 +165,17 @@ def _select_series(folder: Path, modality: str | None, series_uid: str | None) -
     if len(matching) == 1:
         return matching[0]
     if not matching:
-        raise DataError(f"{folder}: holds no {modality} DICOM series with more than one slice; found {listing}")
+        raise DataError(
+            f"{folder}: holds no {modality} DICOM series with more than one slice; found {listing}"
+        )
     raise DataError(
         f"{folder}: holds {len(matching)} {modality} series, cannot choose: {listing}; pass {option} UID"
     )
 
 
-def _dicom_series_files(folder: Path, modality: str | None = None, series_uid: str | None = None) -> list[str]:
+def _dicom_series_files(
+    folder: Path, modality: str | None = None, series_uid: str | None = None
+) -> list[str]:
     return list(_select_series(folder, modality, series_uid).files)
 
 
@@ -258,8 +262,10 @@ def _check_nifti_complete(path: Path, check_finite: bool, chunk_bytes: int = 1 <
         while remaining > 0:
             block = handle.read(min(chunk_bytes, remaining))
             if not block:
-                raise DataError(f"{path}: truncated ({expected - remaining} of {expected} bytes of voxel data); "
-                                "copy or export the file again")
+                raise DataError(
+                    f"{path}: truncated ({expected - remaining} of {expected} bytes of voxel data); "
+                    "copy or export the file again"
+                )
             remaining -= len(block)
             if check_finite and dtype.kind == "f":
                 usable = len(block) - len(block) % dtype.itemsize

@@ -184,7 +184,9 @@ def _autopet(root: Path, require_labels: bool) -> Discovery:
                 continue
             if not label.exists():
                 if require_labels:
-                    problems.append(_problem(case_id, label, "label missing; add SEG.nii.gz or run unlabelled"))
+                    problems.append(
+                        _problem(case_id, label, "label missing; add SEG.nii.gz or run unlabelled")
+                    )
                     continue
                 label = None
             cases.append(Case(case_id, patient_dir.name, ct, pet, label))
@@ -254,8 +256,10 @@ def _channels_by_content(
             if sum(air) == 1:
                 ct = channels[air.index(True)]
                 pet = channels[air.index(False)]
-                why = (f"by content of case {case_id}: _{ct:04d} holds air (values below -500 HU) as a CT does, "
-                       f"_{pet:04d} does not" + (f"; dataset.json names {names} do not tell" if names else ""))
+                why = (
+                    f"by content of case {case_id}: _{ct:04d} holds air (values below -500 HU) as a CT does, "
+                    f"_{pet:04d} does not" + (f"; dataset.json names {names} do not tell" if names else "")
+                )
                 return ct, pet, why
             break  # the first complete case decides; a second opinion would hide a broken dataset
         if first:
@@ -279,18 +283,24 @@ def resolve_channels(
     names = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
     folders = [root / f for f in ("imagesTr", "imagesTs") if (root / f).is_dir()]
     pattern = re.compile(r"^(.*)_(\d{4})" + re.escape(ending) + "$")
-    found = [(m.group(1), int(m.group(2))) for f in folders for p in f.iterdir() if (m := pattern.match(p.name))]
+    found = [
+        (m.group(1), int(m.group(2))) for f in folders for p in f.iterdir() if (m := pattern.match(p.name))
+    ]
     channels = sorted({int(k) for k in names if str(k).isdigit()} | {k for _, k in found})
     ids = sorted({c for c, _ in found})
     if ct_channel is not None or pet_channel is not None:
         rest = [k for k in channels if k not in (ct_channel, pet_channel)]
         if ct_channel is None or pet_channel is None:
             if len(rest) != 1:
-                raise DataError(f"{root}: give both --ct-channel and --pet-channel (channels found: {channels})")
+                raise DataError(
+                    f"{root}: give both --ct-channel and --pet-channel (channels found: {channels})"
+                )
             ct_channel = rest[0] if ct_channel is None else ct_channel
             pet_channel = rest[0] if pet_channel is None else pet_channel
         if ct_channel == pet_channel:
-            raise DataError(f"{root}: --ct-channel and --pet-channel are both {ct_channel}; give two channels")
+            raise DataError(
+                f"{root}: --ct-channel and --pet-channel are both {ct_channel}; give two channels"
+            )
         return int(ct_channel), int(pet_channel), "as given by --ct-channel/--pet-channel"
     kinds = {k: _channel_kind(v) for k, v in names.items()}
     cts = [int(k) for k, v in kinds.items() if v == "ct"]
@@ -306,8 +316,9 @@ def resolve_channels(
     return _channels_by_content(folders, ids, channels, ending, names, root)
 
 
-def _nnunet(root: Path, require_labels: bool, ct_channel: int | None = None,
-            pet_channel: int | None = None) -> Discovery:
+def _nnunet(
+    root: Path, require_labels: bool, ct_channel: int | None = None, pet_channel: int | None = None
+) -> Discovery:
     meta = {}
     if (root / "dataset.json").exists():
         try:
@@ -316,8 +327,10 @@ def _nnunet(root: Path, require_labels: bool, ct_channel: int | None = None,
             raise DataError(f"{root / 'dataset.json'}: unreadable ({err}); fix the JSON") from None
     ending = meta.get("file_ending", ".nii.gz")
     ct_ch, pet_ch, why = resolve_channels(root, meta, ending, ct_channel, pet_channel)
-    note = f"nnU-Net channels: CT = channel {ct_ch} (*_{ct_ch:04d}{ending}), PET = channel {pet_ch} " \
-           f"(*_{pet_ch:04d}{ending}), {why}"
+    note = (
+        f"nnU-Net channels: CT = channel {ct_ch} (*_{ct_ch:04d}{ending}), PET = channel {pet_ch} "
+        f"(*_{pet_ch:04d}{ending}), {why}"
+    )
     patients = meta.get("patient_ids", {})
     cases, problems = [], []
     for images, labels in (("imagesTr", "labelsTr"), ("imagesTs", "labelsTs")):
@@ -358,7 +371,9 @@ def _manifest(root: Path, require_labels: bool) -> Discovery:
             data = json.loads(root.read_text())
             rows = data["cases"] if isinstance(data, dict) else data
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise DataError(f"{root}: unreadable manifest ({err}); expected columns case_id,patient_id,ct,pet,label") from None
+        raise DataError(
+            f"{root}: unreadable manifest ({err}); expected columns case_id,patient_id,ct,pet,label"
+        ) from None
     cases, problems, seen = [], [], set()
     for n, row in enumerate(rows, start=1):
         row = {str(k).strip(): ("" if v is None else str(v).strip()) for k, v in dict(row).items()}
@@ -386,8 +401,17 @@ def _manifest(root: Path, require_labels: bool) -> Discovery:
         if bad:
             continue
         patient = row.get("patient_id") or guess_patient_id(case_id)
-        cases.append(Case(case_id, patient, paths["ct"], paths["pet"], paths["label"],
-                          row.get("ct_series") or None, row.get("pet_series") or None))
+        cases.append(
+            Case(
+                case_id,
+                patient,
+                paths["ct"],
+                paths["pet"],
+                paths["label"],
+                row.get("ct_series") or None,
+                row.get("pet_series") or None,
+            )
+        )
     return Discovery(cases, problems)
 
 
@@ -427,7 +451,9 @@ def discover_cases(
     if layout == "nnunet":
         found = _nnunet(root, require_labels, ct_channel, pet_channel)
     elif ct_channel is not None or pet_channel is not None:
-        raise DataError(f"{root}: --ct-channel/--pet-channel apply to nnU-Net raw data, not the {layout} layout")
+        raise DataError(
+            f"{root}: --ct-channel/--pet-channel apply to nnU-Net raw data, not the {layout} layout"
+        )
     else:
         found = _FINDERS[layout](root, require_labels)
     found.cases.sort(key=lambda c: c.case_id)

@@ -48,8 +48,18 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["Canvas", "PatientParams", "patient_params", "brown_fat", "bowel_loop", "joint", "muscle", "lesion",
-           "LesionSizes", "LESION_SIZE_PRESETS"]
+__all__ = [
+    "Canvas",
+    "PatientParams",
+    "patient_params",
+    "brown_fat",
+    "bowel_loop",
+    "joint",
+    "muscle",
+    "lesion",
+    "LesionSizes",
+    "LESION_SIZE_PRESETS",
+]
 
 FAT_HU, MUSCLE_HU, SOFT_HU, LUNG_HU, AIR_HU = -100.0, 50.0, 38.0, -850.0, -1000.0
 
@@ -146,7 +156,9 @@ class Canvas:
                 v = rng.normal(size=3)
                 v /= np.linalg.norm(v)
                 dot = (d[0] * v[0] + d[1] * v[1] + d[2] * v[2]) / norm
-                wobble = wobble + rng.uniform(0.3, 1.0) * np.cos(rng.integers(2, 5) * np.pi * dot + rng.uniform(0, 6.3))
+                wobble = wobble + rng.uniform(0.3, 1.0) * np.cos(
+                    rng.integers(2, 5) * np.pi * dot + rng.uniform(0, 6.3)
+                )
             r = r / (1.0 + bumps * wobble / 2.0)
         return sl, np.broadcast_to(r, tuple(s.stop - s.start for s in sl))
 
@@ -187,7 +199,9 @@ class Canvas:
             sl, field_ = region
             self.fill(sl, inside(field_), **values)
 
-    def body_outline(self, z_ctrl, a_ctrl, b_ctrl, p: PatientParams, z_max: float) -> tuple[np.ndarray, np.ndarray]:
+    def body_outline(
+        self, z_ctrl, a_ctrl, b_ctrl, p: PatientParams, z_max: float
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Elliptic body cross-sections a(z), b(z): skin fat, muscle wall, soft-tissue interior."""
         z = self.axes[2]
         a = np.interp(z, z_ctrl, a_ctrl) * p.width
@@ -218,7 +232,9 @@ def brown_fat(cv: Canvas, rng, centers) -> None:
             pos = np.asarray(c) + rng.uniform(-12, 12, size=3)
             radius = rng.uniform(5.0, 11.0) * np.array([1.0, rng.uniform(0.7, 1.3), rng.uniform(0.8, 1.6)])
             region = cv.ellipsoid(pos, radius, rot=_rotation(rng))
-            cv.shape_fill(region, lambda r: r <= 1.0, hu=rng.uniform(-95, -55), suv=peak * rng.uniform(0.7, 1.0))
+            cv.shape_fill(
+                region, lambda r: r <= 1.0, hu=rng.uniform(-95, -55), suv=peak * rng.uniform(0.7, 1.0)
+            )
 
 
 def bowel_loop(cv: Canvas, rng, center, spread, hot: bool) -> None:
@@ -229,7 +245,11 @@ def bowel_loop(cv: Canvas, rng, center, spread, hot: bool) -> None:
     for _ in range(n):
         direction = direction + rng.normal(scale=0.6, size=3)
         direction /= np.linalg.norm(direction)
-        pts.append(np.clip(pts[-1] + direction * rng.uniform(8, 14), np.subtract(center, spread), np.add(center, spread)))
+        pts.append(
+            np.clip(
+                pts[-1] + direction * rng.uniform(8, 14), np.subtract(center, spread), np.add(center, spread)
+            )
+        )
     outer = rng.uniform(9.0, 13.0)
     wall = rng.uniform(3.0, 4.5)
     region = cv.tube(pts, outer)
@@ -239,7 +259,12 @@ def bowel_loop(cv: Canvas, rng, center, spread, hot: bool) -> None:
     wall_suv = rng.uniform(3.5, 9.0) if hot else rng.uniform(1.0, 2.0)
     lumen_air = rng.random() < 0.55
     cv.fill(sl, dist <= outer, hu=40.0, suv=wall_suv)
-    cv.fill(sl, dist <= outer - wall, hu=AIR_HU if lumen_air else rng.uniform(0, 20), suv=0.4 if lumen_air else 0.8)
+    cv.fill(
+        sl,
+        dist <= outer - wall,
+        hu=AIR_HU if lumen_air else rng.uniform(0, 20),
+        suv=0.4 if lumen_air else 0.8,
+    )
 
 
 def joint(cv: Canvas, rng, center, radius, inflamed: bool) -> None:
@@ -261,7 +286,9 @@ def muscle(cv: Canvas, points, radius, hot_suv: float | None) -> None:
         cv.fill(sl, dist <= radius, hu=MUSCLE_HU, suv=hot_suv if hot_suv else 0.8)
 
 
-def lesion(cv: Canvas, rng, center, radius, hu, suv_peak, label_value: int = 1, necrosis_ok: bool = True) -> None:
+def lesion(
+    cv: Canvas, rng, center, radius, hu, suv_peak, label_value: int = 1, necrosis_ok: bool = True
+) -> None:
     """A soft-tissue lesion: ellipsoidal, bumpy or lobulated; rim uptake with a necrotic core sometimes."""
     axes = radius * np.array([1.0, rng.uniform(0.75, 1.25), rng.uniform(0.75, 1.3)])
     bumps = rng.uniform(0.0, 0.3)
@@ -300,13 +327,22 @@ class LesionSizes:
     max_ml: float = 150.0
     suv_range: tuple[float, float] = (3.0, 25.0)
 
-    def with_overrides(self, median_ml: float | None = None, max_ml: float | None = None,
-                       suv_range: tuple[float, float] | None = None) -> LesionSizes:
+    def with_overrides(
+        self,
+        median_ml: float | None = None,
+        max_ml: float | None = None,
+        suv_range: tuple[float, float] | None = None,
+    ) -> LesionSizes:
         """This preset with some settings changed (None keeps the preset's)."""
         if self.median_ml is None and (median_ml is not None or max_ml is not None):
-            raise ValueError("the legacy preset draws radii, not volumes: choose realistic or small to set volumes")
-        changes = {k: v for k, v in (("median_ml", median_ml), ("max_ml", max_ml), ("suv_range", suv_range))
-                   if v is not None}
+            raise ValueError(
+                "the legacy preset draws radii, not volumes: choose realistic or small to set volumes"
+            )
+        changes = {
+            k: v
+            for k, v in (("median_ml", median_ml), ("max_ml", max_ml), ("suv_range", suv_range))
+            if v is not None
+        }
         if suv_range is not None and not 0.0 < suv_range[0] <= suv_range[1]:
             raise ValueError(f"lesion SUV range must be 0 < low <= high, got {suv_range}")
         return replace(self, **changes) if changes else self

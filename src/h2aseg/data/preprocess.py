@@ -106,7 +106,9 @@ class PreprocessConfig:
             raise ValueError(f"suv_scale must be positive, got {self.suv_scale}")
         if self.target_spacing is not None:
             if len(self.target_spacing) != 3 or min(self.target_spacing) <= 0:
-                raise ValueError(f"target_spacing must be three positive mm values, got {self.target_spacing}")
+                raise ValueError(
+                    f"target_spacing must be three positive mm values, got {self.target_spacing}"
+                )
             self.target_spacing = tuple(float(s) for s in self.target_spacing)
         self.ct_range = tuple(float(v) for v in self.ct_range)
         self.label_values = tuple(int(v) for v in self.label_values)
@@ -140,9 +142,13 @@ def _reference(geometry: dict) -> sitk.Image:
 def _resample(image: sitk.Image, ref: sitk.Image, linear: bool, default: float) -> sitk.Image:
     """Resample onto ``ref``; Gaussian anti-aliasing first when ``ref`` is coarser (linear only)."""
     if linear:
-        variance = [max(t * t - s * s, 0.0) / (8 * math.log(2)) for t, s in zip(ref.GetSpacing(), image.GetSpacing())]
+        variance = [
+            max(t * t - s * s, 0.0) / (8 * math.log(2)) for t, s in zip(ref.GetSpacing(), image.GetSpacing())
+        ]
         if max(v / (s * s) for v, s in zip(variance, image.GetSpacing())) > 0.1:
-            image = sitk.DiscreteGaussian(image, variance=variance, maximumKernelWidth=64, useImageSpacing=True)
+            image = sitk.DiscreteGaussian(
+                image, variance=variance, maximumKernelWidth=64, useImageSpacing=True
+            )
     interp = sitk.sitkLinear if linear else sitk.sitkNearestNeighbor
     return sitk.Resample(image, ref, sitk.Transform(), interp, default, sitk.sitkFloat32)
 
@@ -163,21 +169,27 @@ def check_content(case: Case, ct_hu: np.ndarray, suv: np.ndarray, skip: Sequence
     skip = resolve_skipped(skip)
     if skip >= frozenset(CONTENT_CHECKS):
         return
-    findings = content_findings(volume_stats(ct_hu), volume_stats(suv), case.ct, case.pet, skip,
-                                pet_is_dicom=Path(case.pet).is_dir())
+    findings = content_findings(
+        volume_stats(ct_hu), volume_stats(suv), case.ct, case.pet, skip, pet_is_dicom=Path(case.pet).is_dir()
+    )
     if findings:
         names = " ".join(dict.fromkeys(name for name, _ in findings))
         raise DataError(
-            f"case {case.case_id}: " + "; ".join(text for _, text in findings)
+            f"case {case.case_id}: "
+            + "; ".join(text for _, text in findings)
             + f" (if the data are right but unusual: --skip-content-checks {names})"
         )
 
 
-def _overlap_box(ct: sitk.Image, pet: sitk.Image, case: Case, min_overlap: float) -> tuple[list[int], list[int]]:
+def _overlap_box(
+    ct: sitk.Image, pet: sitk.Image, case: Case, min_overlap: float
+) -> tuple[list[int], list[int]]:
     """Index box [lo, hi) of the PET voxels whose centres lie inside the CT field."""
     size = ct.GetSize()
     corners = [
-        ct.TransformContinuousIndexToPhysicalPoint([(-0.5 if c == 0 else size[i] - 0.5) for i, c in enumerate(bits)])
+        ct.TransformContinuousIndexToPhysicalPoint(
+            [(-0.5 if c == 0 else size[i] - 0.5) for i, c in enumerate(bits)]
+        )
         for bits in np.ndindex(2, 2, 2)
     ]
     idx = np.array([pet.TransformPhysicalPointToContinuousIndex(p) for p in corners])
@@ -185,8 +197,10 @@ def _overlap_box(ct: sitk.Image, pet: sitk.Image, case: Case, min_overlap: float
     hi = np.minimum(np.floor(idx.max(axis=0) + 1e-6) + 1, pet.GetSize()).astype(int)
     voxel_ml = float(np.prod(pet.GetSpacing()))
     overlap = float(np.prod(np.maximum(hi - lo, 0))) * voxel_ml
-    smaller = min(float(np.prod(ct.GetSize())) * float(np.prod(ct.GetSpacing())),
-                  float(np.prod(pet.GetSize())) * voxel_ml)
+    smaller = min(
+        float(np.prod(ct.GetSize())) * float(np.prod(ct.GetSpacing())),
+        float(np.prod(pet.GetSize())) * voxel_ml,
+    )
     if overlap <= 0 or overlap < min_overlap * smaller:
         raise DataError(
             f"case {case.case_id}: {case.ct} and {case.pet}: CT and PET do not overlap in space "
@@ -225,7 +239,9 @@ def _label_on_grid(label: sitk.Image, ref: sitk.Image, mode: str) -> np.ndarray:
     probs = []
     for c in classes:
         ind = from_array((values == c).astype(np.float32), label)
-        probs.append(to_array(sitk.Resample(ind, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)))
+        probs.append(
+            to_array(sitk.Resample(ind, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+        )
     stack = np.stack([1.0 - np.sum(probs, axis=0)] + probs)
     lut = np.array([0] + classes, np.uint8)
     return lut[np.argmax(stack, axis=0)]
@@ -252,17 +268,23 @@ def _grid_from_box(pet: sitk.Image, lo: Sequence[int], hi: Sequence[int], spacin
     """Geometry-only reference (uint8 voxels) over PET voxels [lo, hi), at the PET spacing or at ``spacing``."""
     old = np.array(pet.GetSpacing())
     if spacing is None:
-        return _reference({"size": np.subtract(hi, lo).tolist(), "spacing": old.tolist(),
-                           "origin": pet.TransformIndexToPhysicalPoint([int(v) for v in lo]),
-                           "direction": pet.GetDirection()})
+        return _reference(
+            {
+                "size": np.subtract(hi, lo).tolist(),
+                "spacing": old.tolist(),
+                "origin": pet.TransformIndexToPhysicalPoint([int(v) for v in lo]),
+                "direction": pet.GetDirection(),
+            }
+        )
     extent = (np.array(hi) - np.array(lo)) * old
     new = np.array(spacing, float)
     size = np.maximum(np.round(extent / new), 1).astype(int)
     # Same field: the new grid's outer corner matches the cropped PET box's outer corner.
     corner_index = np.array(lo, float) - 0.5 + new / (2 * old)
     origin = pet.TransformContinuousIndexToPhysicalPoint(corner_index.tolist())
-    return _reference({"size": size.tolist(), "spacing": new.tolist(), "origin": origin,
-                       "direction": pet.GetDirection()})
+    return _reference(
+        {"size": size.tolist(), "spacing": new.tolist(), "origin": origin, "direction": pet.GetDirection()}
+    )
 
 
 def _on_grid(image: sitk.Image, source: sitk.Image, box, grid: sitk.Image, default: float) -> np.ndarray:
@@ -322,8 +344,10 @@ def preprocess_case(case: Case, config: PreprocessConfig) -> dict:
         raise
     except (OSError, EOFError, RuntimeError, zlib.error) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[-1]
-        raise DataError(f"case {case.case_id}: cannot be read or resampled ({type(err).__name__}: {first}); "
-                        "check its files") from None
+        raise DataError(
+            f"case {case.case_id}: cannot be read or resampled ({type(err).__name__}: {first}); "
+            "check its files"
+        ) from None
 
 
 def _read_pair(case: Case, config: PreprocessConfig) -> tuple[sitk.Image, sitk.Image]:
@@ -356,9 +380,14 @@ def _preprocess_case(case: Case, config: PreprocessConfig) -> dict:
     if config.crop_foreground:
         body = _body_box(ct_arr, config.body_threshold_hu, config.crop_margin)
     crop = tuple(slice(a, b) for a, b in body)
-    final = _reference({"size": [b - a for a, b in body], "spacing": grid.GetSpacing(),
-                        "origin": grid.TransformIndexToPhysicalPoint([a for a, _ in body]),
-                        "direction": grid.GetDirection()})
+    final = _reference(
+        {
+            "size": [b - a for a, b in body],
+            "spacing": grid.GetSpacing(),
+            "origin": grid.TransformIndexToPhysicalPoint([a for a, _ in body]),
+            "direction": grid.GetDirection(),
+        }
+    )
     lo_hu, hi_hu = config.ct_range
     out = {
         "ct": _scaled(ct_arr[crop], lo_hu, hi_hu, hi_hu - lo_hu)[None],
@@ -384,14 +413,18 @@ def _preprocess_case(case: Case, config: PreprocessConfig) -> dict:
     return out
 
 
-def _label_for(case: Case, config: PreprocessConfig, pet: sitk.Image, box, body, final: sitk.Image) -> np.ndarray:
+def _label_for(
+    case: Case, config: PreprocessConfig, pet: sitk.Image, box, body, final: sitk.Image
+) -> np.ndarray:
     """The case's label on the final grid (X, Y, Z) uint8; cropped when it lies on the PET grid and the grid
     keeps the PET spacing, resampled otherwise."""
     try:
         label = _read_label(case, config)
     except DataError as err:
         message = str(err)
-        raise DataError(message if message.startswith("case ") else f"case {case.case_id}: {message}") from None
+        raise DataError(
+            message if message.startswith("case ") else f"case {case.case_id}: {message}"
+        ) from None
     if config.target_spacing is None and _same_grid(label, pet):
         lo = [b[0] + a for (a, _), b in zip(body, zip(*box))]
         values = _box_array(label, lo, np.add(lo, final.GetSize()), dtype=np.int64)
@@ -401,7 +434,9 @@ def _label_for(case: Case, config: PreprocessConfig, pet: sitk.Image, box, body,
     return _label_on_grid(label, final, config.label_mode)
 
 
-def restore_to_original(array: np.ndarray, meta: dict, is_label: bool = True, grid: str = "pet") -> sitk.Image:
+def restore_to_original(
+    array: np.ndarray, meta: dict, is_label: bool = True, grid: str = "pet"
+) -> sitk.Image:
     """Bring an array from the processing grid back to a source grid, geometry included.
 
     Args:
@@ -507,8 +542,15 @@ class PreprocessedCache:
             npz, meta_path = self._paths(case.case_id)
             arrays = {k: item[k] for k in ("ct", "pet", "label") if k in item}
             _atomic_write_bytes(npz, lambda handle, a=arrays: np.savez(handle, **a))
-            record = {"case_id": case.case_id, "config": self._fingerprint, "source": source, "meta": item["meta"]}
-            _atomic_write_bytes(meta_path, lambda handle, r=record: handle.write(json.dumps(r, indent=1).encode()))
+            record = {
+                "case_id": case.case_id,
+                "config": self._fingerprint,
+                "source": source,
+                "meta": item["meta"],
+            }
+            _atomic_write_bytes(
+                meta_path, lambda handle, r=record: handle.write(json.dumps(r, indent=1).encode())
+            )
         return problems
 
     def load(self, case_id: str) -> dict:

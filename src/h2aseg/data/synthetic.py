@@ -78,10 +78,18 @@ def _form_images(cv: Canvas, p, rng, fine_spacing, fine_origin, pet_ref: sitk.Im
     ct_img = _image(np.clip(np.round(ct), CT_FLOOR_HU, CT_CEILING_HU), fine_spacing, fine_origin, np.int16)
     sigma = p.fwhm_mm / (2 * math.sqrt(2 * math.log(2))) / fine_spacing
     blurred = ndimage.gaussian_filter(cv.suv, sigma, truncate=3.0)
-    pet = sitk.Resample(_image(blurred, fine_spacing, fine_origin, np.float32), pet_ref, sitk.Transform(),
-                        sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    pet = sitk.Resample(
+        _image(blurred, fine_spacing, fine_origin, np.float32),
+        pet_ref,
+        sitk.Transform(),
+        sitk.sitkLinear,
+        0.0,
+        sitk.sitkFloat32,
+    )
     arr = sitk.GetArrayFromImage(pet)
-    arr = arr + np.sqrt(np.maximum(arr, 0.0) * p.pet_noise + 1e-3) * rng.normal(size=arr.shape).astype(np.float32)
+    arr = arr + np.sqrt(np.maximum(arr, 0.0) * p.pet_noise + 1e-3) * rng.normal(size=arr.shape).astype(
+        np.float32
+    )
     arr = np.maximum(ndimage.gaussian_filter(arr, 0.6, truncate=2.0), 0.0).astype(np.float32)
     suv = sitk.GetImageFromArray(arr)
     suv.CopyInformation(pet_ref)
@@ -89,8 +97,14 @@ def _form_images(cv: Canvas, p, rng, fine_spacing, fine_origin, pet_ref: sitk.Im
 
 
 def _label_on(cv: Canvas, fine_spacing, fine_origin, ref: sitk.Image) -> sitk.Image:
-    frac = sitk.Resample(_image(cv.label > 0, fine_spacing, fine_origin, np.float32), ref, sitk.Transform(),
-                         sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    frac = sitk.Resample(
+        _image(cv.label > 0, fine_spacing, fine_origin, np.float32),
+        ref,
+        sitk.Transform(),
+        sitk.sitkLinear,
+        0.0,
+        sitk.sitkFloat32,
+    )
     return sitk.Cast(frac >= 0.5, sitk.sitkUInt8)
 
 
@@ -114,8 +128,10 @@ def _autopet_study(opts, p, rng, lesion_free: bool, shift) -> tuple[dict, int]:
     n_lesions = build_whole_body(cv, p, rng, lesion_free, opts["lesion_sizes"])
     pet_ref = _ref(pet_shape, pet_sp, pet_origin)
     ct, suv = _form_images(cv, p, rng, ct_sp, ct_origin, pet_ref)
-    ctres = sitk.Cast(sitk.Resample(ct, pet_ref, sitk.Transform(), sitk.sitkLinear, CT_FLOOR_HU,
-                                    sitk.sitkFloat32), sitk.sitkInt16)
+    ctres = sitk.Cast(
+        sitk.Resample(ct, pet_ref, sitk.Transform(), sitk.sitkLinear, CT_FLOOR_HU, sitk.sitkFloat32),
+        sitk.sitkInt16,
+    )
     seg = _label_on(cv, ct_sp, ct_origin, pet_ref)
     decayed_bq = p.dose_mbq * 1e6 * 2.0 ** (-p.uptake_min * 60.0 / F18_HALF_LIFE_S)
     bqml = suv * (decayed_bq / (p.weight_kg * G_PER_KG))
@@ -175,7 +191,9 @@ def generate_cohort(kind: str, out: Path, n_cases: int, seed: int = 0, **size_op
     opts = _options(kind, size_options)
     if kind == "autopet" and isinstance(opts["lesion_sizes"], str):
         if opts["lesion_sizes"] not in LESION_SIZE_PRESETS:
-            raise ValueError(f"lesion_sizes must be one of {', '.join(LESION_SIZE_PRESETS)}, not {opts['lesion_sizes']!r}")
+            raise ValueError(
+                f"lesion_sizes must be one of {', '.join(LESION_SIZE_PRESETS)}, not {opts['lesion_sizes']!r}"
+            )
         opts["lesion_sizes"] = LESION_SIZE_PRESETS[opts["lesion_sizes"]]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -206,7 +224,9 @@ def generate_cohort(kind: str, out: Path, n_cases: int, seed: int = 0, **size_op
         names = []
         for k in range(n_studies):
             month, day = int(prng.integers(1, 13)), int(prng.integers(1, 29))
-            names.append(f"{month:02d}-{day:02d}-{year + k}-NA-PET-CT Ganzkoerper  primaer mit KM-{_hex_id(patient, k)[:5]}")
+            names.append(
+                f"{month:02d}-{day:02d}-{year + k}-NA-PET-CT Ganzkoerper  primaer mit KM-{_hex_id(patient, k)[:5]}"
+            )
         shift = prng.uniform(-10, 10, size=3)
         for k, name in enumerate(names):
             rng = np.random.default_rng(np.random.SeedSequence([seed, patient_index, k + 1]))

@@ -113,7 +113,9 @@ def _quantise(plane: np.ndarray, modality: str) -> tuple[np.ndarray, str, str]:
     return stored.astype(np.uint16), slope, "0"
 
 
-def write_series(image: sitk.Image, folder: Path, modality: str, header: dict, study: dict, number: int) -> None:
+def write_series(
+    image: sitk.Image, folder: Path, modality: str, header: dict, study: dict, number: int
+) -> None:
     """Write a 3-D ``image`` (CT in HU or PET in Bq/ml) as one axial DICOM series, one file per slice.
 
     Geometry is taken from the image: ImagePositionPatient of slice k is the physical point of voxel
@@ -173,17 +175,28 @@ def generate_dicom_cohort(kind: str, out: Path, n_cases: int, seed: int = 0, **s
     generate_cohort(kind, out / "nifti", n_cases, seed=seed, **size_options)
     rows = []
     for case in discover_cases(out / "nifti", layout=kind).cases:
-        ct_path = case.ct.parent / "CT.nii.gz" if kind == "autopet" else case.ct  # original CT grid, not CTres
+        ct_path = (
+            case.ct.parent / "CT.nii.gz" if kind == "autopet" else case.ct
+        )  # original CT grid, not CTres
         header = pet_header(case.case_id, seed)
-        study = {"case_id": case.case_id, "patient_id": case.patient_id, "study_uid": _uid("study", seed, case.case_id),
-                 "frame_uid": _uid("frame", seed, case.case_id)}
+        study = {
+            "case_id": case.case_id,
+            "patient_id": case.patient_id,
+            "study_uid": _uid("study", seed, case.case_id),
+            "frame_uid": _uid("frame", seed, case.case_id),
+        }
         folder = out / "dicom" / case.case_id
         write_series(read_image(ct_path), folder / "CT", "CT", header, study, 1)
         write_series(_bqml(read_image(case.pet), header), folder / "PET", "PT", header, study, 2)
-        rows.append({"case_id": case.case_id, "patient_id": case.patient_id,
-                     "ct": (folder / "CT").relative_to(out).as_posix(),
-                     "pet": (folder / "PET").relative_to(out).as_posix(),
-                     "label": case.label.relative_to(out).as_posix() if case.label else ""})
+        rows.append(
+            {
+                "case_id": case.case_id,
+                "patient_id": case.patient_id,
+                "ct": (folder / "CT").relative_to(out).as_posix(),
+                "pet": (folder / "PET").relative_to(out).as_posix(),
+                "label": case.label.relative_to(out).as_posix() if case.label else "",
+            }
+        )
     with (out / "manifest.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=["case_id", "patient_id", "ct", "pet", "label"])
         writer.writeheader()

@@ -170,8 +170,11 @@ def train_transforms(
             DeleteItemsd(keys="meta"),
             Lambdad(keys=ALL_KEYS, func=_to_float, allow_missing_keys=True),
             SpatialPadd(keys=ALL_KEYS, spatial_size=crop, mode="constant", allow_missing_keys=True),
-            *([] if hot_negative_threshold is None
-              else [partial(_sampling_classes, hot_threshold=hot_negative_threshold)]),
+            *(
+                []
+                if hot_negative_threshold is None
+                else [partial(_sampling_classes, hot_threshold=hot_negative_threshold)]
+            ),
             *_crop(crop, samples_per_volume, hot_negative_threshold),
             *([] if crop == patch else [RandSpatialCropd(keys=ALL_KEYS, roi_size=patch, random_size=False)]),
             RandRotated(
@@ -194,7 +197,12 @@ def eval_transforms() -> Compose:
     return Compose(
         [
             Lambdad(keys=ALL_KEYS, func=_to_float, allow_missing_keys=True),
-            EnsureTyped(keys=ALL_KEYS, data_type="tensor", dtype=torch.float32, track_meta=False,
-                        allow_missing_keys=True),
+            EnsureTyped(
+                keys=ALL_KEYS,
+                data_type="tensor",
+                dtype=torch.float32,
+                track_meta=False,
+                allow_missing_keys=True,
+            ),
         ]
     )

@@ -58,12 +58,26 @@ def add_parser(subparsers) -> None:
         "--strict", action="store_true", help="fail (exit status 2) if any case is missing or unusable"
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
-    parser.add_argument("--ct-channel", type=int, default=None, metavar="K",
-                        help="nnU-Net raw data (--layout nnunet): channel K is the CT")
-    parser.add_argument("--pet-channel", type=int, default=None, metavar="K",
-                        help="nnU-Net raw data (--layout nnunet): channel K is the PET")
-    parser.add_argument("--max-voxels", type=int, default=None,
-                        help="refuse label/prediction files whose header declares more voxels (default 2^30)")
+    parser.add_argument(
+        "--ct-channel",
+        type=int,
+        default=None,
+        metavar="K",
+        help="nnU-Net raw data (--layout nnunet): channel K is the CT",
+    )
+    parser.add_argument(
+        "--pet-channel",
+        type=int,
+        default=None,
+        metavar="K",
+        help="nnU-Net raw data (--layout nnunet): channel K is the PET",
+    )
+    parser.add_argument(
+        "--max-voxels",
+        type=int,
+        default=None,
+        help="refuse label/prediction files whose header declares more voxels (default 2^30)",
+    )
     parser.set_defaults(func=run)
 
 

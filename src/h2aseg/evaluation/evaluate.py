@@ -109,7 +109,9 @@ def _label_files(
     files = {}
     for case in found.cases:
         if getattr(case, "label", None) is None:
-            problems.append((case.case_id, f"{case.case_id}: no label file in the {layout} layout; not evaluated"))
+            problems.append(
+                (case.case_id, f"{case.case_id}: no label file in the {layout} layout; not evaluated")
+            )
         else:
             files[case.case_id] = Path(case.label)
     return files, problems
@@ -131,10 +133,13 @@ def _load_pair(
                 f"at least {MIN_COVERAGE:.0%} is needed: predict this case again (predict --grid ct for labels on "
                 "the CT grid)"
             )
-        note = (f"{case_id}: prediction on another grid (shape {pred_image.GetSize()}) "
-                f"resampled onto the label grid (nearest neighbour, {coverage:.0%} of the label's field covered)")
-        pred_image = sitk.Resample(pred_image, gt_image, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0,
-                                   pred_image.GetPixelID())
+        note = (
+            f"{case_id}: prediction on another grid (shape {pred_image.GetSize()}) "
+            f"resampled onto the label grid (nearest neighbour, {coverage:.0%} of the label's field covered)"
+        )
+        pred_image = sitk.Resample(
+            pred_image, gt_image, sitk.Transform(), sitk.sitkNearestNeighbor, 0.0, pred_image.GetPixelID()
+        )
     pred, gt = to_array(pred_image), to_array(gt_image)
     if np.issubdtype(pred.dtype, np.floating) and not np.array_equal(pred, np.round(pred)):
         raise DataError(
@@ -178,10 +183,13 @@ def evaluate_folders(
     for name, folder in (("prediction", pred_dir), ("label", gt_dir)):
         if not folder.is_dir():
             raise DataError(f"{name} folder {folder} does not exist; check the path")
-    gt_files, found_problems = _label_files(gt_dir, layout, {"ct_channel": ct_channel, "pet_channel": pet_channel})
+    gt_files, found_problems = _label_files(
+        gt_dir, layout, {"ct_channel": ct_channel, "pet_channel": pet_channel}
+    )
     if not gt_files:
         where = (
-            f"in the {layout} layout under {gt_dir}" if layout
+            f"in the {layout} layout under {gt_dir}"
+            if layout
             else f"in {gt_dir} ({', '.join('*' + s for s in IMAGE_SUFFIXES)})"
         )
         raise DataError(f"no label files found {where}; point --gt at the labels or name the --layout")
@@ -193,7 +201,9 @@ def evaluate_folders(
         dropped = {c for c, _ in found_problems}
         for case_id in wanted:
             if case_id not in gt_files and case_id not in dropped:
-                problems.append(f"{case_id}: listed for evaluation but has no label under {gt_dir}; not evaluated")
+                problems.append(
+                    f"{case_id}: listed for evaluation but has no label under {gt_dir}; not evaluated"
+                )
         gt_files = {c: gt_files[c] for c in wanted if c in gt_files}
         pred_files = {c: p for c, p in pred_files.items() if c in gt_files}
     problems = [p for _, p in found_problems] + problems
@@ -246,8 +256,10 @@ def evaluate_folders(
     write_json(summary, out_dir / "summary.json")
     text = summary_markdown(summary, title=f"Evaluation of {pred_dir.name}")
     if resampled:
-        text += (f"\n{len(resampled)} prediction(s) on another grid than their label were resampled onto the label "
-                 "grid (nearest neighbour) before scoring:\n\n" + "".join(f"- {p}\n" for p in resampled))
+        text += (
+            f"\n{len(resampled)} prediction(s) on another grid than their label were resampled onto the label "
+            "grid (nearest neighbour) before scoring:\n\n" + "".join(f"- {p}\n" for p in resampled)
+        )
     if problems:
         text += f"\n{len(problems)} case(s) left out:\n\n" + "".join(f"- {p}\n" for p in problems)
     write_text(text, out_dir / "summary.md")

@@ -271,7 +271,9 @@ def case_metrics(
     # Components are found once and shared by the FP/FN volumes and the detection counts.
     p_comp, g_comp = _components(p, g), _components(g, p)
     row["fp_volume_ml"] = int(p_comp[0][~p_comp[1]].sum()) * vml
-    row["fn_volume_ml"] = int(g_comp[0][~g_comp[1]].sum()) * vml if sg else math.nan  # autoPET: NaN lesion-free
+    row["fn_volume_ml"] = (
+        int(g_comp[0][~g_comp[1]].sum()) * vml if sg else math.nan
+    )  # autoPET: NaN lesion-free
     row.update(_detection(p_comp, g_comp, 0.0))
     row.update(
         {

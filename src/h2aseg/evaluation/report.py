@@ -66,9 +66,7 @@ def _stats(values: Sequence[float]) -> dict[str, float | int]:
     }
 
 
-def summarise(
-    rows: list[dict], positive_only_for: Sequence[str] = ("dice", "hd95", "fn_volume_ml")
-) -> dict:
+def summarise(rows: list[dict], positive_only_for: Sequence[str] = ("dice", "hd95", "fn_volume_ml")) -> dict:
     """Mean, standard deviation and count of every metric over the cases in ``rows``.
 
     The standard deviation is the population one (``numpy.std``, ddof = 0). NaN values (e.g. HD95

@@ -42,8 +42,14 @@ class BootstrapResult:
 
     def scaled(self, factor: float) -> BootstrapResult:
         """The same result in other units (e.g. ``factor`` 100 for Dice points)."""
-        return BootstrapResult(self.mean_difference * factor, self.low * factor, self.high * factor, self.n,
-                               self.confidence, self.n_resamples)
+        return BootstrapResult(
+            self.mean_difference * factor,
+            self.low * factor,
+            self.high * factor,
+            self.n,
+            self.confidence,
+            self.n_resamples,
+        )
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:

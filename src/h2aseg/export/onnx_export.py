@@ -153,9 +153,16 @@ def _export_bytes(model: nn.Module, patch: Sequence[int]) -> bytes:
     buffer = io.BytesIO()
     dynamic = {name: {0: "batch"} for name in ("ct", "pet", "logits", "probabilities")}
     with torch.no_grad(), _quiet_stdout():  # the exporter prints whole graphs on errors
-        torch.onnx.export(wrapper, _example(patch, 1), buffer, input_names=["ct", "pet"],
-                          output_names=["logits", "probabilities"], dynamic_axes=dynamic,
-                          opset_version=OPSET, dynamo=False)
+        torch.onnx.export(
+            wrapper,
+            _example(patch, 1),
+            buffer,
+            input_names=["ct", "pet"],
+            output_names=["logits", "probabilities"],
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
+        )
     return buffer.getvalue()
 
 
@@ -169,7 +176,9 @@ def export_torchscript(model: nn.Module, patch: Sequence[int], out: Path) -> Pat
     return Path(out)
 
 
-def check_parity(model: nn.Module, patch: Sequence[int], path: Path, batch: int = 2, kind: str = "onnx") -> float:
+def check_parity(
+    model: nn.Module, patch: Sequence[int], path: Path, batch: int = 2, kind: str = "onnx"
+) -> float:
     """Largest |difference| between PyTorch and the exported file, over logits and probabilities, on random patches.
 
     ``batch`` differs from the export batch (1) on purpose: it checks that the batch axis is dynamic.
@@ -187,7 +196,9 @@ def check_parity(model: nn.Module, patch: Sequence[int], path: Path, batch: int 
             raise ConfigError("the ONNX parity check needs onnxruntime: pip install 'h2aseg[onnx]'") from None
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         feeds = {"ct": ct.numpy(), "pet": pet.numpy()}
-        names = [i.name for i in session.get_inputs()]  # a single-modality network keeps only the input it uses
+        names = [
+            i.name for i in session.get_inputs()
+        ]  # a single-modality network keeps only the input it uses
         got = session.run(["logits", "probabilities"], {name: feeds[name] for name in names})
     for mine, theirs in zip(got, expected):
         if mine.shape != theirs.shape:
@@ -201,8 +212,11 @@ def _survey() -> None:
 
     from h2aseg.models.registry import build_model, get_entry, list_models
 
-    tiny = {"h2aseg": {"channels": (2, 4, 4, 8, 8), "window_size": (4, 4, 4)},
-            "swinunetr": {"feature_size": 12, "patch_size": (64, 64, 32)}, "unetr": {"hidden_size": 48, "mlp_dim": 96, "num_heads": 4}}
+    tiny = {
+        "h2aseg": {"channels": (2, 4, 4, 8, 8), "window_size": (4, 4, 4)},
+        "swinunetr": {"feature_size": 12, "patch_size": (64, 64, 32)},
+        "unetr": {"hidden_size": 48, "mlp_dim": 96, "num_heads": 4},
+    }
     for name in list_models():
         options = dict(tiny["h2aseg"] if name.startswith("h2aseg") else tiny.get(name, {}))
         patch = options.get("patch_size", (32, 32, 32))

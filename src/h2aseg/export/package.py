@@ -39,8 +39,16 @@ from h2aseg.atomic import atomic_path
 from h2aseg.config import RunConfig
 from h2aseg.errors import DataError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "PACKAGE_SUFFIX", "is_package", "export_package", "read_metadata",
-           "load_package", "model_card"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "PACKAGE_SUFFIX",
+    "is_package",
+    "export_package",
+    "read_metadata",
+    "load_package",
+    "model_card",
+]
 
 FORMAT = "h2aseg-model"
 FORMAT_VERSION = 1
@@ -65,7 +73,11 @@ def _training_data(run_dir: Path, config: RunConfig) -> dict:
     """Layout, case and patient counts, split sizes and the split file's sha256 (what the run trained on)."""
     from h2aseg.data.layouts import discover_cases, guess_patient_id, load_splits
 
-    info: dict = {"root": config.data.root, "layout": config.data.layout, "label_mode": config.data.label_mode}
+    info: dict = {
+        "root": config.data.root,
+        "layout": config.data.layout,
+        "label_mode": config.data.label_mode,
+    }
     splits_file = run_dir / "splits.json"
     if not splits_file.is_file():
         return {**info, "splits": None}
@@ -78,10 +90,14 @@ def _training_data(run_dir: Path, config: RunConfig) -> dict:
             patients.update({c.case_id: c.patient_id for c in found.cases if c.case_id in patients})
         except DataError:
             pass
-    return {**info, "cases": len(case_ids), "patients": len(set(patients.values())),
-            "splits": {name: len(ids) for name, ids in splits.items()},
-            "patients_per_split": {name: len({patients[c] for c in ids}) for name, ids in splits.items()},
-            "splits_sha256": _sha256(splits_file.read_bytes())}
+    return {
+        **info,
+        "cases": len(case_ids),
+        "patients": len(set(patients.values())),
+        "splits": {name: len(ids) for name, ids in splits.items()},
+        "patients_per_split": {name: len({patients[c] for c in ids}) for name, ids in splits.items()},
+        "splits_sha256": _sha256(splits_file.read_bytes()),
+    }
 
 
 def _test_metrics(run_dir: Path, metrics_file: Path | None) -> dict | None:
@@ -94,13 +110,22 @@ def _test_metrics(run_dir: Path, metrics_file: Path | None) -> dict | None:
     try:
         summary = json.loads(Path(metrics_file).read_text())
     except (OSError, ValueError) as err:
-        raise DataError(f"{metrics_file}: unreadable metrics summary ({err}); give an h2aseg evaluate summary.json") from None
+        raise DataError(
+            f"{metrics_file}: unreadable metrics summary ({err}); give an h2aseg evaluate summary.json"
+        ) from None
     problems = summary.pop("problems", [])
     return {"source": Path(metrics_file).name, **summary, "n_problems": len(problems)}
 
 
-def model_card(run_dir: Path, checkpoint: Path, state: dict, weights: bytes, name: str, licence: str,
-               metrics_file: Path | None = None) -> dict:
+def model_card(
+    run_dir: Path,
+    checkpoint: Path,
+    state: dict,
+    weights: bytes,
+    name: str,
+    licence: str,
+    metrics_file: Path | None = None,
+) -> dict:
     """The ``metadata.json`` of a package made from ``run_dir`` (see the module docstring)."""
     from h2aseg.inference.dicom_export import labels_for
     from h2aseg.inference.predictor import build_network, num_classes_for, preprocess_config_for
@@ -110,29 +135,55 @@ def model_card(run_dir: Path, checkpoint: Path, state: dict, weights: bytes, nam
     summary_file = run_dir / "train_summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "licence": licence,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "licence": licence,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"h2aseg": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "network": {"name": config.model.name, "options": config.model.options,
-                    "parameters": sum(p.numel() for p in network.parameters()),
-                    "num_classes": num_classes_for(config), "label_mode": config.data.label_mode,
-                    "segments": [s.name for s in labels_for(config.data.label_mode)],
-                    "patch": list(config.train.patch)},
+        "network": {
+            "name": config.model.name,
+            "options": config.model.options,
+            "parameters": sum(p.numel() for p in network.parameters()),
+            "num_classes": num_classes_for(config),
+            "label_mode": config.data.label_mode,
+            "segments": [s.name for s in labels_for(config.data.label_mode)],
+            "patch": list(config.train.patch),
+        },
         "inputs": {"ct": "CT in Hounsfield units", "pet": "PET in SUVbw (DICOM Bq/ml is converted)"},
         "preprocessing": dataclasses.asdict(preprocess_config_for(config)),
         "training_data": _training_data(run_dir, config),
-        "training": {"protocol": config.train.protocol, "epochs": state.get("epoch"),
-                     "best_epoch": state.get("best_epoch"), "stopped_by": summary.get("stopped_by"),
-                     "seconds": summary.get("seconds")},
-        "metrics": {"validation": {"dice": state.get("best_metric"), "epoch": state.get("best_epoch"),
-                                   "rule": "mean Dice over lesion-positive validation cases"},
-                    "test": _test_metrics(run_dir, metrics_file)},
-        "weights": {"file": WEIGHTS, "sha256": _sha256(weights), "bytes": len(weights), "from": checkpoint.name},
+        "training": {
+            "protocol": config.train.protocol,
+            "epochs": state.get("epoch"),
+            "best_epoch": state.get("best_epoch"),
+            "stopped_by": summary.get("stopped_by"),
+            "seconds": summary.get("seconds"),
+        },
+        "metrics": {
+            "validation": {
+                "dice": state.get("best_metric"),
+                "epoch": state.get("best_epoch"),
+                "rule": "mean Dice over lesion-positive validation cases",
+            },
+            "test": _test_metrics(run_dir, metrics_file),
+        },
+        "weights": {
+            "file": WEIGHTS,
+            "sha256": _sha256(weights),
+            "bytes": len(weights),
+            "from": checkpoint.name,
+        },
     }
 
 
-def export_package(run_dir: Path, out: Path, name: str | None = None, licence: str = "unspecified",
-                   metrics_file: Path | None = None) -> dict:
+def export_package(
+    run_dir: Path,
+    out: Path,
+    name: str | None = None,
+    licence: str = "unspecified",
+    metrics_file: Path | None = None,
+) -> dict:
     """Write the package of ``run_dir`` to ``out`` (atomically); returns its metadata."""
     from h2aseg.inference.predictor import preprocess_config_for, resolve_checkpoint
     from h2aseg.training.checkpoint import load_checkpoint
@@ -172,8 +223,10 @@ def read_metadata(path: Path) -> dict:
         raise DataError(f"{path}: not an h2aseg model package (format {card.get('format')!r})")
     version = card.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise DataError(f"{path}: package format version {version} is newer than this h2aseg reads "
-                        f"({FORMAT_VERSION}); upgrade h2aseg (made with h2aseg {card.get('versions', {}).get('h2aseg')})")
+        raise DataError(
+            f"{path}: package format version {version} is newer than this h2aseg reads "
+            f"({FORMAT_VERSION}); upgrade h2aseg (made with h2aseg {card.get('versions', {}).get('h2aseg')})"
+        )
     return card
 
 
@@ -189,8 +242,10 @@ def load_package(path: Path, device: torch.device | str = "cpu"):
         except (KeyError, zipfile.BadZipFile) as err:
             raise DataError(f"{path}: package holds no weights ({err}); export it again") from None
     if _sha256(weights) != card["weights"].get("sha256"):
-        raise DataError(f"{path}: weights do not match the sha256 in metadata.json (altered or corrupt); "
-                        "get the package again from its source")
+        raise DataError(
+            f"{path}: weights do not match the sha256 in metadata.json (altered or corrupt); "
+            "get the package again from its source"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(tmp) / WEIGHTS
         checkpoint.write_bytes(weights)

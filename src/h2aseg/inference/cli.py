@@ -36,13 +36,25 @@ def cases_from_args(args: argparse.Namespace) -> tuple[list[Case], list[str]]:
         if not (args.ct and args.pet):
             raise DataError("give both --ct and --pet for a single case (files or DICOM series folders)")
         case_id = args.case_id or Path(args.pet).name.split(".")[0]
-        case = Case(case_id, guess_patient_id(case_id), Path(args.ct), Path(args.pet), None,
-                    getattr(args, "ct_series", None), getattr(args, "pet_series", None))
+        case = Case(
+            case_id,
+            guess_patient_id(case_id),
+            Path(args.ct),
+            Path(args.pet),
+            None,
+            getattr(args, "ct_series", None),
+            getattr(args, "pet_series", None),
+        )
         return [case], []
     if not args.input:
         raise DataError("nothing to predict: give --input DIR (a dataset in any layout) or --ct and --pet")
-    discovery = discover_cases(Path(args.input), args.layout, require_labels=False,
-                               ct_channel=getattr(args, "ct_channel", None), pet_channel=getattr(args, "pet_channel", None))
+    discovery = discover_cases(
+        Path(args.input),
+        args.layout,
+        require_labels=False,
+        ct_channel=getattr(args, "ct_channel", None),
+        pet_channel=getattr(args, "pet_channel", None),
+    )
     for note in discovery.notes:
         print(note)
     cases, problems = discovery.cases, discovery.problems
@@ -71,16 +83,19 @@ def run(args: argparse.Namespace) -> int:
     writer = OnGrid(label_writer(args, loaded), grid)
     cases, unusable = usable_cases(writer, cases)
     problems += unusable
-    options = PredictOptions(args.overlap, args.mirror, args.save_probabilities, args.ending, str(device),
-                             write_label=writer)
+    options = PredictOptions(
+        args.overlap, args.mirror, args.save_probabilities, args.ending, str(device), write_label=writer
+    )
     options = dataclasses.replace(options, **inference_option_values(args))
     written, failed = predict_cases(loaded, cases, Path(args.out), options, progress=not args.no_progress)
     if options.timings is not None:
         print(f"stages: {format_timings(options.timings)}")
     problems += failed
     write_predict_record(Path(args.out), loaded, writer)
-    print(f"wrote {len(written)} prediction(s) on the {grid.upper()} grid to {args.out} with "
-          f"{loaded.config.model.name} ({loaded.checkpoint}); {len(problems)} case(s) skipped")
+    print(
+        f"wrote {len(written)} prediction(s) on the {grid.upper()} grid to {args.out} with "
+        f"{loaded.config.model.name} ({loaded.checkpoint}); {len(problems)} case(s) skipped"
+    )
     if problems:
         print(f"{len(problems)} case(s) skipped:", file=sys.stderr)
         for line in problems:
@@ -97,22 +112,38 @@ def add_parser(subparsers) -> None:
         "Bad cases, and cases the layout left out, are listed and skipped (exit status 1 when any was skipped).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", required=True,
-                        help="run folder (uses best.pt, else last.pt), checkpoint file or model package (.h2aseg.zip)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="run folder (uses best.pt, else last.pt), checkpoint file or model package (.h2aseg.zip)",
+    )
     parser.add_argument("--input", help="dataset folder in any supported layout (or a manifest file)")
     parser.add_argument("--layout", choices=LAYOUTS, default="auto", help="layout of --input")
     parser.add_argument("--cases", nargs="+", help="only these case ids from --input")
     parser.add_argument("--ct", help="CT of a single case: image file or DICOM series folder")
-    parser.add_argument("--pet", help="PET of a single case: SUV image file or DICOM series folder (converted to SUV)")
+    parser.add_argument(
+        "--pet", help="PET of a single case: SUV image file or DICOM series folder (converted to SUV)"
+    )
     parser.add_argument("--case-id", help="case id for --ct/--pet (default: the PET file name)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP, help="sliding-window overlap between patches")
-    parser.add_argument("--mirror", action="store_true", help="mirror test-time augmentation (8 flips per patch)")
+    parser.add_argument(
+        "--overlap", type=float, default=DEFAULT_OVERLAP, help="sliding-window overlap between patches"
+    )
+    parser.add_argument(
+        "--mirror", action="store_true", help="mirror test-time augmentation (8 flips per patch)"
+    )
     add_inference_options(parser)
-    parser.add_argument("--save-probabilities", action="store_true",
-                        help="also write foreground probabilities to OUT/probabilities/")
-    parser.add_argument("--ending", choices=(".nii.gz", ".mha"), default=".nii.gz",
-                        help="label file type when --format is not given; file type of --save-probabilities")
+    parser.add_argument(
+        "--save-probabilities",
+        action="store_true",
+        help="also write foreground probabilities to OUT/probabilities/",
+    )
+    parser.add_argument(
+        "--ending",
+        choices=(".nii.gz", ".mha"),
+        default=".nii.gz",
+        help="label file type when --format is not given; file type of --save-probabilities",
+    )
     add_output_options(parser)
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

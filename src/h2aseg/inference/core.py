@@ -206,7 +206,9 @@ def predict_probabilities(
     weights = [axis_weights(n, p, s) for n, p, s in zip(full, settings.patch, starts)]
     dtype = autocast_dtype(settings.precision, settings.device)
     stats.precision = "fp32" if dtype is None else str(dtype).replace("torch.", "")
-    windows = [(i, j, k) for i in range(len(starts[0])) for j in range(len(starts[1])) for k in range(len(starts[2]))]
+    windows = [
+        (i, j, k) for i in range(len(starts[0])) for j in range(len(starts[1])) for k in range(len(starts[2]))
+    ]
     keep = _windows_to_run(pet_p, windows, starts, settings)
     accumulator = None
     queue: list[tuple[int, int, int]] = []
@@ -216,10 +218,14 @@ def predict_probabilities(
                 continue
             queue.append(index)
             if len(queue) == settings.windows_per_call:
-                accumulator = _run_batch(model, ct_p, pet_p, queue, starts, weights, settings, dtype, accumulator, stats)
+                accumulator = _run_batch(
+                    model, ct_p, pet_p, queue, starts, weights, settings, dtype, accumulator, stats
+                )
                 queue = []
         if queue:
-            accumulator = _run_batch(model, ct_p, pet_p, queue, starts, weights, settings, dtype, accumulator, stats)
+            accumulator = _run_batch(
+                model, ct_p, pet_p, queue, starts, weights, settings, dtype, accumulator, stats
+            )
         _add_skipped_background(accumulator, windows, keep, starts, weights, settings.patch)
     stats.windows += len(windows)
     stats.total_seconds += time.perf_counter() - started
@@ -256,8 +262,12 @@ def _window_weight(index, weights) -> torch.Tensor:
 def _run_batch(model, ct, pet, queue, starts, weights, settings, dtype, accumulator, stats) -> torch.Tensor:
     px, py, pz = settings.patch
     spans = [(starts[0][i], starts[1][j], starts[2][k]) for i, j, k in queue]
-    batch = torch.stack([torch.stack((ct[x : x + px, y : y + py, z : z + pz], pet[x : x + px, y : y + py, z : z + pz]))
-                         for x, y, z in spans])
+    batch = torch.stack(
+        [
+            torch.stack((ct[x : x + px, y : y + py, z : z + pz], pet[x : x + px, y : y + py, z : z + pz]))
+            for x, y, z in spans
+        ]
+    )
     batch = batch.to(settings.device, non_blocking=True)
     if settings.channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last_3d)
@@ -296,7 +306,9 @@ def _add_skipped_background(accumulator, windows, keep, starts, weights, patch) 
     for index in windows:
         if not keep[index]:
             x, y, z = starts[0][index[0]], starts[1][index[1]], starts[2][index[2]]
-            accumulator[0, x : x + px, y : y + py, z : z + pz] += _window_weight(index, weights).to(accumulator.dtype)
+            accumulator[0, x : x + px, y : y + py, z : z + pz] += _window_weight(index, weights).to(
+                accumulator.dtype
+            )
 
 
 def probabilities_to_label(probabilities: torch.Tensor) -> torch.Tensor:

@@ -42,8 +42,17 @@ from h2aseg import __version__
 from h2aseg.atomic import atomic_path
 from h2aseg.errors import ConfigError, DataError
 
-__all__ = ["SegmentLabel", "labels_for", "require_dicom", "read_series", "write_seg", "write_rtstruct",
-           "rtstruct_to_label", "series_for", "RTSTRUCT_STORAGE"]
+__all__ = [
+    "SegmentLabel",
+    "labels_for",
+    "require_dicom",
+    "read_series",
+    "write_seg",
+    "write_rtstruct",
+    "rtstruct_to_label",
+    "series_for",
+    "RTSTRUCT_STORAGE",
+]
 
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 CATEGORY = Code("49755003", "SCT", "Morphologically Abnormal Structure")
@@ -64,9 +73,17 @@ class SegmentLabel:
 LABELS = {
     "binary": (SegmentLabel(1, "lesion", Code("52988006", "SCT", "Lesion"), (230, 40, 40)),),
     "multiclass": (
-        SegmentLabel(1, "GTVp", Code("86049000", "SCT", "Malignant neoplasm, primary"), (230, 40, 40), None, "GTV"),
-        SegmentLabel(2, "GTVn", Code("14799000", "SCT", "Neoplasm, metastatic"), (40, 120, 230),
-                     Code("59441001", "SCT", "Lymph node"), "GTV"),
+        SegmentLabel(
+            1, "GTVp", Code("86049000", "SCT", "Malignant neoplasm, primary"), (230, 40, 40), None, "GTV"
+        ),
+        SegmentLabel(
+            2,
+            "GTVn",
+            Code("14799000", "SCT", "Neoplasm, metastatic"),
+            (40, 120, 230),
+            Code("59441001", "SCT", "Lymph node"),
+            "GTV",
+        ),
     ),
 }
 
@@ -96,7 +113,9 @@ def read_series(folder: Path) -> list[Dataset]:
         if "ImagePositionPatient" in ds and "SeriesInstanceUID" in ds:
             series.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
     if not series:
-        raise DataError(f"{folder}: no DICOM image series to reference; give the PET as a DICOM series folder")
+        raise DataError(
+            f"{folder}: no DICOM image series to reference; give the PET as a DICOM series folder"
+        )
     slices = max(series.values(), key=len)
     orientation = np.asarray(slices[0].ImageOrientationPatient, float)
     normal = np.cross(orientation[:3], orientation[3:])
@@ -120,18 +139,28 @@ def _frames(label: sitk.Image, sources: list[Dataset], pet_dir: Path) -> np.ndar
     array = sitk.GetArrayFromImage(label)
     first = sources[0]
     if array.shape != (len(sources), int(first.Rows), int(first.Columns)):
-        raise DataError(f"{pet_dir}: prediction of size {label.GetSize()} is not on this PET series "
-                        f"({first.Columns}x{first.Rows}x{len(sources)}); predict on the PET grid")
+        raise DataError(
+            f"{pet_dir}: prediction of size {label.GetSize()} is not on this PET series "
+            f"({first.Columns}x{first.Rows}x{len(sources)}); predict on the PET grid"
+        )
     for k in (0, len(sources) - 1):
         expected = label.TransformIndexToPhysicalPoint((0, 0, k))
         if not np.allclose(np.asarray(sources[k].ImagePositionPatient, float), expected, atol=1e-2):
-            raise DataError(f"{pet_dir}: slice {k + 1} lies at {list(sources[k].ImagePositionPatient)}, the "
-                            f"prediction at {expected}; predict on this PET series")
+            raise DataError(
+                f"{pet_dir}: slice {k + 1} lies at {list(sources[k].ImagePositionPatient)}, the "
+                f"prediction at {expected}; predict on this PET series"
+            )
     return array
 
 
-def write_seg(label: sitk.Image, pet_dir: Path, path: Path, labels: tuple[SegmentLabel, ...],
-              model_name: str = "h2aseg", description: str = "") -> Path:
+def write_seg(
+    label: sitk.Image,
+    pet_dir: Path,
+    path: Path,
+    labels: tuple[SegmentLabel, ...],
+    model_name: str = "h2aseg",
+    description: str = "",
+) -> Path:
     """Write ``label`` (values = ``labels[i].value``, on the PET grid) as a DICOM SEG referencing ``pet_dir``."""
     hd = require_dicom()
     from pydicom.sr.codedict import codes
@@ -139,22 +168,37 @@ def write_seg(label: sitk.Image, pet_dir: Path, path: Path, labels: tuple[Segmen
     sources = read_series(pet_dir)
     array = _frames(label, sources, pet_dir)
     masks = np.stack([array == item.value for item in labels], axis=-1)
-    algorithm = hd.AlgorithmIdentificationSequence(name=f"h2aseg {model_name}"[:64],
-                                                   family=codes.cid7162.ArtificialIntelligence, version=__version__)
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=f"h2aseg {model_name}"[:64], family=codes.cid7162.ArtificialIntelligence, version=__version__
+    )
     segments = [
         hd.seg.SegmentDescription(
-            segment_number=n, segment_label=item.name, segmented_property_category=CATEGORY,
-            segmented_property_type=item.property_type, algorithm_type="AUTOMATIC",
-            algorithm_identification=algorithm, anatomic_regions=[item.region] if item.region else None,
+            segment_number=n,
+            segment_label=item.name,
+            segmented_property_category=CATEGORY,
+            segmented_property_type=item.property_type,
+            algorithm_type="AUTOMATIC",
+            algorithm_identification=algorithm,
+            anatomic_regions=[item.region] if item.region else None,
             display_color=hd.color.CIELabColor.from_rgb(*item.color) if hasattr(hd, "color") else None,
         )
         for n, item in enumerate(labels, start=1)
     ]
     seg = hd.seg.Segmentation(
-        source_images=sources, pixel_array=masks, segmentation_type="BINARY", segment_descriptions=segments,
-        series_instance_uid=generate_uid(), series_number=901, sop_instance_uid=generate_uid(), instance_number=1,
-        manufacturer="h2aseg", manufacturer_model_name=model_name[:64], software_versions=__version__,
-        device_serial_number="0", content_label="H2ASEG", content_description=(description or "h2aseg")[:64],
+        source_images=sources,
+        pixel_array=masks,
+        segmentation_type="BINARY",
+        segment_descriptions=segments,
+        series_instance_uid=generate_uid(),
+        series_number=901,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="h2aseg",
+        manufacturer_model_name=model_name[:64],
+        software_versions=__version__,
+        device_serial_number="0",
+        content_label="H2ASEG",
+        content_description=(description or "h2aseg")[:64],
         omit_empty_frames=bool(masks.any()),
     )
     seg.SeriesDescription = f"h2aseg {model_name}"[:64]
@@ -192,8 +236,19 @@ def _rt_header(first: Dataset, model_name: str, description: str) -> Dataset:
     ds = Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_STORAGE, meta.MediaStorageSOPInstanceUID
-    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
-                    "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName", "StudyDescription"):
+    for keyword in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "StudyID",
+        "AccessionNumber",
+        "ReferringPhysicianName",
+        "StudyDescription",
+    ):
         setattr(ds, keyword, first.get(keyword, ""))
     now = dt.datetime.now()
     ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "RTSTRUCT", generate_uid(), 902
@@ -206,8 +261,14 @@ def _rt_header(first: Dataset, model_name: str, description: str) -> Dataset:
     return ds
 
 
-def write_rtstruct(label: sitk.Image, pet_dir: Path, path: Path, labels: tuple[SegmentLabel, ...],
-                   model_name: str = "h2aseg", description: str = "") -> Path:
+def write_rtstruct(
+    label: sitk.Image,
+    pet_dir: Path,
+    path: Path,
+    labels: tuple[SegmentLabel, ...],
+    model_name: str = "h2aseg",
+    description: str = "",
+) -> Path:
     """Write ``label`` (on the PET grid) as an RT Structure Set: one ROI per label, contours per PET slice."""
     sources = read_series(pet_dir)
     array = _frames(label, sources, pet_dir)
@@ -227,7 +288,11 @@ def write_rtstruct(label: sitk.Image, pet_dir: Path, path: Path, labels: tuple[S
     rois, roi_contours, observations = [], [], []
     for number, item in enumerate(labels, start=1):
         roi = Dataset()
-        roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = number, first.FrameOfReferenceUID, item.name
+        roi.ROINumber, roi.ReferencedFrameOfReferenceUID, roi.ROIName = (
+            number,
+            first.FrameOfReferenceUID,
+            item.name,
+        )
         roi.ROIGenerationAlgorithm, roi.ROIGenerationDescription = "AUTOMATIC", f"h2aseg {model_name}"[:64]
         rois.append(roi)
         contour_set = Dataset()
@@ -261,7 +326,9 @@ def rtstruct_to_label(path: Path, reference: sitk.Image) -> sitk.Image:
     from matplotlib.path import Path as Polygon
 
     ds = pydicom.dcmread(path)
-    matrix = np.asarray(reference.GetDirection(), float).reshape(3, 3) * np.asarray(reference.GetSpacing(), float)
+    matrix = np.asarray(reference.GetDirection(), float).reshape(3, 3) * np.asarray(
+        reference.GetSpacing(), float
+    )
     inverse, origin = np.linalg.inv(matrix), np.asarray(reference.GetOrigin(), float)
     size = reference.GetSize()
     label = np.zeros(size[::-1], np.uint8)  # (Z, Y, X)

@@ -30,13 +30,25 @@ GRIDS = ("pet", "ct")
 
 
 def add_grid_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--grid", choices=GRIDS, default=None,
-                        help="write labels on each case's PET grid or CT grid (default: ct for the HECKTOR layout, "
-                             "whose labels and challenge scoring use the CT grid; pet otherwise)")
-    parser.add_argument("--ct-series", default=None, metavar="UID",
-                        help="SeriesInstanceUID of the CT when --ct is a DICOM folder holding several CT series")
-    parser.add_argument("--pet-series", default=None, metavar="UID",
-                        help="SeriesInstanceUID of the PET when --pet is a DICOM folder holding several PT series")
+    parser.add_argument(
+        "--grid",
+        choices=GRIDS,
+        default=None,
+        help="write labels on each case's PET grid or CT grid (default: ct for the HECKTOR layout, "
+        "whose labels and challenge scoring use the CT grid; pet otherwise)",
+    )
+    parser.add_argument(
+        "--ct-series",
+        default=None,
+        metavar="UID",
+        help="SeriesInstanceUID of the CT when --ct is a DICOM folder holding several CT series",
+    )
+    parser.add_argument(
+        "--pet-series",
+        default=None,
+        metavar="UID",
+        help="SeriesInstanceUID of the PET when --pet is a DICOM folder holding several PT series",
+    )
 
 
 def _needs_pet_grid(args: argparse.Namespace) -> str | None:
@@ -85,7 +97,9 @@ class OnGrid:
     def __call__(self, label: sitk.Image, case: Case, out_dir: Path) -> Path:
         if self.grid == "ct":
             ref = _geometry_reference(case.ct, case.ct_series)
-            label = sitk.Resample(label, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID())
+            label = sitk.Resample(
+                label, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, label.GetPixelID()
+            )
         return self.write(label, case, out_dir)
 
     def __getattr__(self, name: str):
@@ -99,7 +113,14 @@ def apply_input_options(loaded, args: argparse.Namespace) -> None:
     from h2aseg.data.cli import skipped_checks
 
     data = loaded.config.data
-    skip = skipped_checks(args) if getattr(args, "skip_content_checks", None) is not None else tuple(
-        getattr(data, "skip_content_checks", ()) or ())
-    limit = args.max_voxels if getattr(args, "max_voxels", None) is not None else getattr(data, "max_voxels", None)
+    skip = (
+        skipped_checks(args)
+        if getattr(args, "skip_content_checks", None) is not None
+        else tuple(getattr(data, "skip_content_checks", ()) or ())
+    )
+    limit = (
+        args.max_voxels
+        if getattr(args, "max_voxels", None) is not None
+        else getattr(data, "max_voxels", None)
+    )
     loaded.preprocess = dataclasses.replace(loaded.preprocess, skip_checks=skip, max_voxels=limit)

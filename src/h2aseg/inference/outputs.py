@@ -74,8 +74,9 @@ class PostProcess:
         return "; ".join(parts) or "no post-processing"
 
 
-def remove_components(label: np.ndarray, suv: np.ndarray | None, spacing, rule: PostProcess
-                      ) -> tuple[np.ndarray, list[dict]]:
+def remove_components(
+    label: np.ndarray, suv: np.ndarray | None, spacing, rule: PostProcess
+) -> tuple[np.ndarray, list[dict]]:
     """``label`` (X, Y, Z) without the components ``rule`` rejects; returns (label, removed components).
 
     ``suv`` (same shape) is needed when ``rule.min_suvmax`` > 0. Volumes: voxels × prod(spacing) / 1000 ml.
@@ -93,17 +94,29 @@ def remove_components(label: np.ndarray, suv: np.ndarray | None, spacing, rule: 
             suvmax = float(suv[where][voxels].max()) if suv is not None else None
             if n * voxel_ml < rule.min_volume_ml or (suvmax is not None and suvmax < rule.min_suvmax):
                 label[where][voxels] = 0
-                removed.append({"label": value, "voxels": n, "ml": round(n * voxel_ml, 4),
-                                "suvmax": None if suvmax is None else round(suvmax, 3)})
+                removed.append(
+                    {
+                        "label": value,
+                        "voxels": n,
+                        "ml": round(n * voxel_ml, 4),
+                        "suvmax": None if suvmax is None else round(suvmax, 3),
+                    }
+                )
     return label, removed
 
 
 def _suv_on(label: sitk.Image, case: Case) -> sitk.Image:
     """The case's PET in SUV on ``label``'s grid (resampled linearly when the label is on another grid)."""
     pet = read_pet(case.pet)
-    same = (pet.GetSize() == label.GetSize() and np.allclose(pet.GetOrigin(), label.GetOrigin(), atol=1e-3)
-            and np.allclose(pet.GetSpacing(), label.GetSpacing()) and np.allclose(pet.GetDirection(), label.GetDirection()))
-    return pet if same else sitk.Resample(pet, label, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    same = (
+        pet.GetSize() == label.GetSize()
+        and np.allclose(pet.GetOrigin(), label.GetOrigin(), atol=1e-3)
+        and np.allclose(pet.GetSpacing(), label.GetSpacing())
+        and np.allclose(pet.GetDirection(), label.GetDirection())
+    )
+    return (
+        pet if same else sitk.Resample(pet, label, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    )
 
 
 @dataclass
@@ -133,8 +146,10 @@ class LabelWriter:
         """DataError (one line) when the formats cannot be written for ``case`` (DICOM needs DICOM PET)."""
         wanted = [f for f in self.formats if f in DICOM_FORMATS]
         if wanted and not (Path(case.pet).is_dir() or Path(case.ct).is_dir()):
-            raise DataError(f"case {case.case_id}: {'/'.join(wanted)} output needs the PET as a DICOM series "
-                            f"folder, {case.pet} is a file; give DICOM input or --format nifti")
+            raise DataError(
+                f"case {case.case_id}: {'/'.join(wanted)} output needs the PET as a DICOM series "
+                f"folder, {case.pet} is a file; give DICOM input or --format nifti"
+            )
 
     def description(self) -> str:
         return f"h2aseg {self.model_name}; {self.postprocess.describe()}"
@@ -150,16 +165,26 @@ class LabelWriter:
             array, removed = remove_components(to_array(label), suv, label.GetSpacing(), self.postprocess)
             label = from_array(array, label)
         written = []
-        if any(f in DICOM_FORMATS for f in self.formats):  # the series the label lies on: PET, or CT (--grid ct)
-            source = dicom_export.series_for(label, [Path(p) for p in (case.pet, case.ct) if Path(p).is_dir()])
+        if any(
+            f in DICOM_FORMATS for f in self.formats
+        ):  # the series the label lies on: PET, or CT (--grid ct)
+            source = dicom_export.series_for(
+                label, [Path(p) for p in (case.pet, case.ct) if Path(p).is_dir()]
+            )
         for fmt in self.formats:
             target = Path(out_dir) / f"{case.case_id}{SUFFIXES[fmt]}"
             if fmt in ("nifti", "mha"):
                 write_image(label, target)
             else:
                 writer = dicom_export.write_seg if fmt == "dicom-seg" else dicom_export.write_rtstruct
-                writer(label, source, target, dicom_export.labels_for(self.label_mode), self.model_name,
-                       self.description())
+                writer(
+                    label,
+                    source,
+                    target,
+                    dicom_export.labels_for(self.label_mode),
+                    self.model_name,
+                    self.description(),
+                )
             written.append(target)
         self.records[case.case_id] = {"files": [p.name for p in written], "removed_components": removed}
         return written[0]
@@ -174,20 +199,38 @@ class LabelWriter:
 
 def add_output_options(parser) -> None:
     """``--format``, ``--min-component-ml`` and ``--min-suvmax`` of ``h2aseg predict``."""
-    parser.add_argument("--format", nargs="+", metavar="FORMAT",
-                        help=f"output formats, several allowed (space or comma separated): {', '.join(FORMATS)}; "
-                        "dicom-seg and rtstruct need DICOM PET input and reference it (default: from --ending)")
-    parser.add_argument("--min-component-ml", type=float, default=0.0,
-                        help="remove predicted connected components smaller than this volume in ml (0: off)")
-    parser.add_argument("--min-suvmax", type=float, default=0.0,
-                        help="remove predicted connected components whose SUVmax is below this (0: off)")
+    parser.add_argument(
+        "--format",
+        nargs="+",
+        metavar="FORMAT",
+        help=f"output formats, several allowed (space or comma separated): {', '.join(FORMATS)}; "
+        "dicom-seg and rtstruct need DICOM PET input and reference it (default: from --ending)",
+    )
+    parser.add_argument(
+        "--min-component-ml",
+        type=float,
+        default=0.0,
+        help="remove predicted connected components smaller than this volume in ml (0: off)",
+    )
+    parser.add_argument(
+        "--min-suvmax",
+        type=float,
+        default=0.0,
+        help="remove predicted connected components whose SUVmax is below this (0: off)",
+    )
 
 
 def label_writer(args, loaded) -> LabelWriter:
     """The :class:`LabelWriter` of parsed ``predict`` arguments and a loaded model."""
-    formats = parse_formats(args.format) if args.format else (("mha",) if args.ending == ".mha" else ("nifti",))
-    return LabelWriter(formats, loaded.config.data.label_mode, loaded.config.model.name,
-                       PostProcess(args.min_component_ml, args.min_suvmax))
+    formats = (
+        parse_formats(args.format) if args.format else (("mha",) if args.ending == ".mha" else ("nifti",))
+    )
+    return LabelWriter(
+        formats,
+        loaded.config.data.label_mode,
+        loaded.config.model.name,
+        PostProcess(args.min_component_ml, args.min_suvmax),
+    )
 
 
 def usable_cases(writer: LabelWriter, cases: list[Case]) -> tuple[list[Case], list[str]]:

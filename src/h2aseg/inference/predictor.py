@@ -72,13 +72,19 @@ def resolve_checkpoint(path: Path) -> Path:
         if (path / "best.pt").is_file():
             return path / "best.pt"
         if (path / "last.pt").is_file():
-            logger.warning("%s has no best.pt (validation never rose above Dice 0, or was off): using last.pt", path)
+            logger.warning(
+                "%s has no best.pt (validation never rose above Dice 0, or was off): using last.pt", path
+            )
             return path / "last.pt"
-        raise DataError(f"run folder {path} holds no best.pt or last.pt: train first or give a checkpoint file")
+        raise DataError(
+            f"run folder {path} holds no best.pt or last.pt: train first or give a checkpoint file"
+        )
     return path
 
 
-def load_trained_model(path: Path, device: torch.device | str = "cpu", channels_last: bool = False) -> LoadedModel:
+def load_trained_model(
+    path: Path, device: torch.device | str = "cpu", channels_last: bool = False
+) -> LoadedModel:
     """The network of a run folder or checkpoint, in eval mode on ``device``; ``channels_last`` stores its weights
     channels-last (pair it with ``InferenceSettings.channels_last``; slower for H2ASeg on our CPU, see there)."""
     checkpoint = resolve_checkpoint(path)
@@ -118,9 +124,15 @@ class PredictOptions:
 
 def inference_settings(loaded: LoadedModel, options: PredictOptions) -> InferenceSettings:
     """The core's settings for a loaded network and ``predict`` options."""
-    settings = settings_for(loaded.patch_size, loaded.preprocess.suv_scale, overlap=options.overlap,
-                            mirror=options.mirror, device=str(options.device), precision=options.precision,
-                            batch=options.batch or None)
+    settings = settings_for(
+        loaded.patch_size,
+        loaded.preprocess.suv_scale,
+        overlap=options.overlap,
+        mirror=options.mirror,
+        device=str(options.device),
+        precision=options.precision,
+        batch=options.batch or None,
+    )
     return dataclasses.replace(settings, skip_suv=options.skip_suv)
 
 
@@ -135,8 +147,9 @@ def predict_case(loaded: LoadedModel, case: Case, out_dir: Path, options: Predic
     data = preprocess_case(case, loaded.preprocess)
     _add_time(timings, "read+preprocess", time.perf_counter() - clock)
     stats = InferenceStats()
-    probabilities = predict_probabilities(loaded.model, data.pop("ct"), data.pop("pet"),
-                                          inference_settings(loaded, options), stats)
+    probabilities = predict_probabilities(
+        loaded.model, data.pop("ct"), data.pop("pet"), inference_settings(loaded, options), stats
+    )
     _add_time(timings, "network", stats.network_seconds)
     _add_time(timings, "blend", stats.total_seconds - stats.network_seconds)
     for key in ("windows", "windows_run"):
@@ -165,21 +178,38 @@ def predict_case(loaded: LoadedModel, case: Case, out_dir: Path, options: Predic
 
 def add_inference_options(parser) -> None:
     """``predict``'s options for the inference core (window skipping, precision, window batch, timings)."""
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="network precision: auto = bf16 on CPUs with AVX512-BF16/AMX and on bf16 GPUs, fp16 on "
-                             "other GPUs, else fp32")
-    parser.add_argument("--skip-suv", type=float, default=DEFAULT_SKIP_SUV,
-                        help="windows whose PET stays below this SUV are background without running the network")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="network precision: auto = bf16 on CPUs with AVX512-BF16/AMX and on bf16 GPUs, fp16 on "
+        "other GPUs, else fp32",
+    )
+    parser.add_argument(
+        "--skip-suv",
+        type=float,
+        default=DEFAULT_SKIP_SUV,
+        help="windows whose PET stays below this SUV are background without running the network",
+    )
     parser.add_argument("--no-skip", action="store_true", help="run the network on every window (exhaustive)")
-    parser.add_argument("--window-batch", type=int, default=0, help="windows per network call (0: sized to the device)")
-    parser.add_argument("--timings", action="store_true",
-                        help="print seconds per stage (read+preprocess, network, blend, restore, write)")
+    parser.add_argument(
+        "--window-batch", type=int, default=0, help="windows per network call (0: sized to the device)"
+    )
+    parser.add_argument(
+        "--timings",
+        action="store_true",
+        help="print seconds per stage (read+preprocess, network, blend, restore, write)",
+    )
 
 
 def inference_option_values(args) -> dict:
     """PredictOptions fields from the options of :func:`add_inference_options`."""
-    return {"precision": args.precision, "skip_suv": None if args.no_skip else args.skip_suv,
-            "batch": args.window_batch, "timings": {} if args.timings else None}
+    return {
+        "precision": args.precision,
+        "skip_suv": None if args.no_skip else args.skip_suv,
+        "batch": args.window_batch,
+        "timings": {} if args.timings else None,
+    }
 
 
 def format_timings(timings: dict) -> str:

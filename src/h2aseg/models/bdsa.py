@@ -52,7 +52,9 @@ class BDSA(nn.Module):
     def forward(self, ct: torch.Tensor, pet: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ct, pet: (B, C, h, w, d) -> (ct', pet'), each (B, C, h, w, d)."""
         if ct.shape != pet.shape:
-            raise ValueError(f"BDSA needs CT and PET maps of one shape, got {tuple(ct.shape)} and {tuple(pet.shape)}")
+            raise ValueError(
+                f"BDSA needs CT and PET maps of one shape, got {tuple(ct.shape)} and {tuple(pet.shape)}"
+            )
         b, c, h, w, d = ct.shape
         n = h * w * d
         # (B, 6, N, C): blocks [Q_t, K_t, V_t, Q_s, K_s', V_s'] of each modality, tokens first.

@@ -33,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"{info['model']}: {info['parameters']:,} parameters ({info['parameters'] / 1e6:.2f} M) at patch {tuple(args.patch)}")
+    print(
+        f"{info['model']}: {info['parameters']:,} parameters ({info['parameters'] / 1e6:.2f} M) at patch {tuple(args.patch)}"
+    )
     for part, count in info["parameters_by_part"].items():
         print(f"  {part:16s} {count:>12,}")
     return 0
@@ -46,9 +48,20 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", default=None, help="registered network name; omit to list all networks")
-    parser.add_argument("--patch", type=int, nargs=3, default=(128, 128, 64), metavar=("H", "W", "D"),
-                        help="training patch the network is built for")
-    parser.add_argument("--channels", type=int, nargs="+", default=None,
-                        help="encoder channels per level, e.g. 8 16 32 64 128 (the network's default when omitted)")
+    parser.add_argument(
+        "--patch",
+        type=int,
+        nargs=3,
+        default=(128, 128, 64),
+        metavar=("H", "W", "D"),
+        help="training patch the network is built for",
+    )
+    parser.add_argument(
+        "--channels",
+        type=int,
+        nargs="+",
+        default=None,
+        help="encoder channels per level, e.g. 8 16 32 64 128 (the network's default when omitted)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(func=run)

@@ -120,7 +120,9 @@ class H2ASeg(nn.Module):
         self.encoder_pet = ResidualEncoder(in_channels, channels, dropout)
         self.mcsa = nn.ModuleDict(
             {
-                str(k): MCSA(channels[k - 1], self.windows[k - 1], self._map_size(k), attention_dropout, mcsa_residual)
+                str(k): MCSA(
+                    channels[k - 1], self.windows[k - 1], self._map_size(k), attention_dropout, mcsa_residual
+                )
                 for k in self.mcsa_levels
             }
         )
@@ -134,7 +136,9 @@ class H2ASeg(nn.Module):
             if use_tamw:
                 self.tamw[str(k)] = TAMW(here + below, tamw_reduction)
             self.decode[str(k)] = ResidualBlock(here + below, here, dropout=dropout)
-        self.heads = nn.ModuleDict({str(k): nn.Conv3d(2 * channels[k - 1], num_classes, 1) for k in range(1, 6)})
+        self.heads = nn.ModuleDict(
+            {str(k): nn.Conv3d(2 * channels[k - 1], num_classes, 1) for k in range(1, 6)}
+        )
         if foreground_prior is not None and num_classes == 1:
             if not 0.0 < foreground_prior < 1.0:
                 raise ValueError(f"foreground_prior must lie in (0, 1), got {foreground_prior}")
@@ -169,7 +173,9 @@ class H2ASeg(nn.Module):
         """(B, in, H, W, D) each -> [(F_ct^k, F_pet^k) for k = 1..5]."""
         features = []
         x_ct, x_pet = ct, pet
-        for k, (block_ct, block_pet) in enumerate(zip(self.encoder_ct.blocks, self.encoder_pet.blocks), start=1):
+        for k, (block_ct, block_pet) in enumerate(
+            zip(self.encoder_ct.blocks, self.encoder_pet.blocks), start=1
+        ):
             x_ct, x_pet = block_ct(x_ct), block_pet(x_pet)
             if str(k) in self.mcsa:
                 x_ct, x_pet = self.mcsa[str(k)](x_ct, x_pet)
@@ -185,7 +191,9 @@ class H2ASeg(nn.Module):
             f_ct, f_pet = features[k - 1]
             fused = torch.cat((f_pet, f_ct, self.upsample[str(k)](d)), dim=1)
             if self.use_tamw:
-                coarse = F.interpolate(logits[k + 1], size=fused.shape[2:], mode="trilinear", align_corners=False)
+                coarse = F.interpolate(
+                    logits[k + 1], size=fused.shape[2:], mode="trilinear", align_corners=False
+                )
                 fused = self.tamw[str(k)](fused, foreground_probability(coarse))
             d = self.decode[str(k)](fused)
             logits[k] = self.heads[str(k)](d)
@@ -198,7 +206,9 @@ class H2ASeg(nn.Module):
         if ct.shape != pet.shape:
             raise ValueError(f"CT {tuple(ct.shape)} and PET {tuple(pet.shape)} must have one shape")
         if any(s % 16 for s in ct.shape[2:]):
-            raise ConfigError(f"input of spatial size {tuple(ct.shape[2:])} is not usable: each side must divide by 16")
+            raise ConfigError(
+                f"input of spatial size {tuple(ct.shape[2:])} is not usable: each side must divide by 16"
+            )
         outputs = self.decode_levels(self.encode(ct, pet))
         if deep_supervision if deep_supervision is not None else self.training:
             return outputs

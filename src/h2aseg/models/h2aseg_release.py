@@ -147,7 +147,11 @@ class ReleaseAttentionUnit(nn.Module):
             setattr(self, name, nn.Conv3d(channels, qk, 1, bias=False))
         for name in ("v_intra", "v_cross", "out"):
             setattr(self, name, nn.Conv3d(channels, channels, 1, bias=False))
-        self.drop_intra, self.drop_cross, self.drop_out = nn.Dropout(dropout), nn.Dropout(dropout), nn.Dropout(dropout)
+        self.drop_intra, self.drop_cross, self.drop_out = (
+            nn.Dropout(dropout),
+            nn.Dropout(dropout),
+            nn.Dropout(dropout),
+        )
 
     @staticmethod
     def _tokens(x: torch.Tensor) -> torch.Tensor:
@@ -157,10 +161,15 @@ class ReleaseAttentionUnit(nn.Module):
         shape = target.shape
         q_intra = self._tokens(self.q_intra(target)).transpose(1, 2)  # (B, N, C/r)
         q_cross = self._tokens(self.q_cross(target)).transpose(1, 2)
-        k_intra, k_cross = self._tokens(self.k_intra(target)), self._tokens(self.k_cross(source))  # (B, C/r, N)
+        k_intra, k_cross = (
+            self._tokens(self.k_intra(target)),
+            self._tokens(self.k_cross(source)),
+        )  # (B, C/r, N)
         v_intra, v_cross = self._tokens(self.v_intra(target)), self._tokens(self.v_cross(source))  # (B, C, N)
         # Dropout order as in the release (intra map, cross map, output), so masks match under one seed.
-        w_intra = self.drop_intra(torch.softmax(torch.bmm(q_intra, k_intra) / self.scale, dim=-1))  # (B, N, N)
+        w_intra = self.drop_intra(
+            torch.softmax(torch.bmm(q_intra, k_intra) / self.scale, dim=-1)
+        )  # (B, N, N)
         w_cross = self.drop_cross(torch.softmax(torch.bmm(q_cross, k_cross) / self.scale, dim=-1))
         # (B, N, C) viewed as (B, C, h, w, d): channels-last in memory like the release's, so the output
         # dropout below draws its mask in the same element order.
@@ -215,7 +224,9 @@ class ReleaseMCSA(nn.Module):
         tokens_ct, tokens_pet = self.inter(self.pool_ct(ct), self.pool_pet(pet))
         ct = self.norm_ct1(_upsample(tokens_ct, size) + ct)
         pet = self.norm_pet1(_upsample(tokens_pet, size) + pet)
-        out_ct, out_pet = self.intra(window_partition(ct, self.window_size), window_partition(pet, self.window_size))
+        out_ct, out_pet = self.intra(
+            window_partition(ct, self.window_size), window_partition(pet, self.window_size)
+        )
         out_ct, out_pet = window_reverse(out_ct, tuple(size)), window_reverse(out_pet, tuple(size))
         return self.norm_ct2(out_ct + ct), self.norm_pet2(out_pet + pet)
 
@@ -248,7 +259,7 @@ class ReleaseTAMW(nn.Module):
         self.back_weights = ChannelWeights(channels, 4, activation=nn.Tanh, min_hidden=1)
 
     def _masked(self, features: torch.Tensor, probability: torch.Tensor) -> torch.Tensor:
-        skips, decoder = features[:, : self.skip_channels], features[:, self.skip_channels:]
+        skips, decoder = features[:, : self.skip_channels], features[:, self.skip_channels :]
         return torch.cat((skips * probability, decoder), dim=1)
 
     def forward(self, features: torch.Tensor, fore: torch.Tensor, back: torch.Tensor) -> torch.Tensor:
@@ -320,18 +331,29 @@ class H2ASegRelease(nn.Module):
         for k in GLOBAL_LEVELS:
             self.attention[str(k)] = ReleaseBDSA(channels[k - 1], 1, attention_dropout, residual=True)
         # Modules in the release's order (decoder blocks, TAMWs, heads from level 5), so state dicts list alike.
-        self.decode = nn.ModuleDict({
-            str(k): ReleaseResidualBlock(2 * (channels[k - 1] + channels[k]), 2 * channels[k - 1], 1, dropout)
-            for k in (4, 3, 2, 1)
-        })
-        self.tamw = nn.ModuleDict({
-            str(k): ReleaseTAMW(2 * channels[k - 1], 2 * (channels[k - 1] + channels[k])) for k in (4, 3, 2, 1)
-        })
-        self.heads = nn.ModuleDict({
-            str(k): nn.Sequential(*norm_act(2 * channels[k - 1], affine=False),
-                                  nn.Conv3d(2 * channels[k - 1], self.num_classes, 3, padding=1))
-            for k in (5, 4, 3, 2, 1)
-        })
+        self.decode = nn.ModuleDict(
+            {
+                str(k): ReleaseResidualBlock(
+                    2 * (channels[k - 1] + channels[k]), 2 * channels[k - 1], 1, dropout
+                )
+                for k in (4, 3, 2, 1)
+            }
+        )
+        self.tamw = nn.ModuleDict(
+            {
+                str(k): ReleaseTAMW(2 * channels[k - 1], 2 * (channels[k - 1] + channels[k]))
+                for k in (4, 3, 2, 1)
+            }
+        )
+        self.heads = nn.ModuleDict(
+            {
+                str(k): nn.Sequential(
+                    *norm_act(2 * channels[k - 1], affine=False),
+                    nn.Conv3d(2 * channels[k - 1], self.num_classes, 3, padding=1),
+                )
+                for k in (5, 4, 3, 2, 1)
+            }
+        )
 
     def _encoder(self, in_channels: int, dropout: float) -> nn.ModuleDict:
         c = self.channels
@@ -367,7 +389,9 @@ class H2ASegRelease(nn.Module):
         self, ct: torch.Tensor, pet: torch.Tensor, deep_supervision: bool | None = None
     ) -> torch.Tensor | list[torch.Tensor]:
         """ct, pet: (B, in_channels, H, W, D) -> P^1, or [P^1..P^5] at (H, W, D) (see the class docstring)."""
-        if not torch.jit.is_tracing():  # traced (ONNX/TorchScript export), shapes are fixed by the example input
+        if (
+            not torch.jit.is_tracing()
+        ):  # traced (ONNX/TorchScript export), shapes are fixed by the example input
             if ct.shape != pet.shape:
                 raise ValueError(f"CT {tuple(ct.shape)} and PET {tuple(pet.shape)} must have one shape")
             check_release_patch(ct.shape[2:], self.window_size)

@@ -47,7 +47,11 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 #: Modules imported on first use of the registry; each registers its networks on import.
-_PROVIDERS: tuple[str, ...] = ("h2aseg.models.h2aseg", "h2aseg.models.h2aseg_release", "h2aseg.models.baselines")
+_PROVIDERS: tuple[str, ...] = (
+    "h2aseg.models.h2aseg",
+    "h2aseg.models.h2aseg_release",
+    "h2aseg.models.baselines",
+)
 _loaded = False
 
 
@@ -122,11 +126,17 @@ def preprocess_config_for(config: RunConfig) -> PreprocessConfig:
     from h2aseg.data.preprocess import PreprocessConfig
 
     spacing = config.data.target_spacing
-    return PreprocessConfig(target_spacing=tuple(spacing) if spacing else None, label_mode=config.data.label_mode,
-                            skip_checks=tuple(config.data.skip_content_checks), max_voxels=config.data.max_voxels)
+    return PreprocessConfig(
+        target_spacing=tuple(spacing) if spacing else None,
+        label_mode=config.data.label_mode,
+        skip_checks=tuple(config.data.skip_content_checks),
+        max_voxels=config.data.max_voxels,
+    )
 
 
 def build_network(config: RunConfig) -> nn.Module:
     """The network of a run config (``config.model`` with its options, the run's patch and class count)."""
     options = {"num_classes": num_classes_for(config), **config.model.options}
-    return build_model(config.model.name, **model_options_for(config.model.name, options, tuple(config.train.patch)))
+    return build_model(
+        config.model.name, **model_options_for(config.model.name, options, tuple(config.train.patch))
+    )

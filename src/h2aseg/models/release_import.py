@@ -36,7 +36,10 @@ KEY_TABLE: tuple[tuple[str, str], ...] = (
     ("encoder.conv{k}_{m}.conv_skip.{rest}", "encoder_{m}.{k}.skip.{rest}"),
     ("encoder.sa{k}.win_merge_{m}.{rest}", "attention.{k}.pool_{m}.{rest}"),
     ("encoder.sa{k}.inter_window_attention.sa_{m}.{proj}.weight", "attention.{k}.inter.to_{m}.{proj}.weight"),
-    ("encoder.sa{k}.intra_window_attention.sa.sa_{m}.{proj}.weight", "attention.{k}.intra.to_{m}.{proj}.weight"),
+    (
+        "encoder.sa{k}.intra_window_attention.sa.sa_{m}.{proj}.weight",
+        "attention.{k}.intra.to_{m}.{proj}.weight",
+    ),
     ("encoder.sa{k}.IR_{m}{i}.{rest}", "attention.{k}.norm_{m}{i}.{rest}"),
     ("encoder.sa{k}.sa_{m}.{proj}.weight", "attention.{k}.to_{m}.{proj}.weight"),
     ("decoder.conv{k}.conv_block.{rest}", "decode.{k}.body.{rest}"),
@@ -46,9 +49,12 @@ KEY_TABLE: tuple[tuple[str, str], ...] = (
 )
 NAME_MAPS: dict[str, dict[str, str]] = {
     "proj": {
-        "Q_conv_target_target": "q_intra", "Q_conv_source_target": "q_cross",
-        "K_conv_target_target": "k_intra", "K_conv_source_target": "k_cross",
-        "V_conv_target_target": "v_intra", "V_conv_source_target": "v_cross",
+        "Q_conv_target_target": "q_intra",
+        "Q_conv_source_target": "q_cross",
+        "K_conv_target_target": "k_intra",
+        "K_conv_source_target": "k_cross",
+        "V_conv_target_target": "v_intra",
+        "V_conv_source_target": "v_cross",
         "out": "out",
     },
     "fc": {"fc1": "mlp.0", "fc2": "mlp.2"},
@@ -93,7 +99,9 @@ def h2aseg_to_release(key: str) -> str | None:
     return _translate(key, _BACKWARD, _INVERSE)
 
 
-def convert_state_dict(release_state: Mapping[str, torch.Tensor], model: torch.nn.Module, source: str = "checkpoint") -> dict:
+def convert_state_dict(
+    release_state: Mapping[str, torch.Tensor], model: torch.nn.Module, source: str = "checkpoint"
+) -> dict:
     """The release's state dict renamed for ``model`` (an H2ASegRelease); ConfigError naming the first misfit.
 
     Unexpected keys (no table row, or a name the model lacks) are reported before missing ones, and a
@@ -104,16 +112,22 @@ def convert_state_dict(release_state: Mapping[str, torch.Tensor], model: torch.n
     for key, value in release_state.items():
         ours = release_to_h2aseg(key)
         if ours is None or ours not in expected:
-            raise ConfigError(f"{source}: unexpected key {key!r} (not a parameter of the release's H2ASeg): "
-                              "give a state dict saved by the release's train.py")
+            raise ConfigError(
+                f"{source}: unexpected key {key!r} (not a parameter of the release's H2ASeg): "
+                "give a state dict saved by the release's train.py"
+            )
         if tuple(value.shape) != tuple(expected[ours].shape):
-            raise ConfigError(f"{source}: key {key!r} has shape {tuple(value.shape)}, h2aseg_release expects "
-                              f"{tuple(expected[ours].shape)}: check --window and that the file is the release's H2ASeg")
+            raise ConfigError(
+                f"{source}: key {key!r} has shape {tuple(value.shape)}, h2aseg_release expects "
+                f"{tuple(expected[ours].shape)}: check --window and that the file is the release's H2ASeg"
+            )
         converted[ours] = value
     for ours in expected:
         if ours not in converted:
-            raise ConfigError(f"{source}: missing key {h2aseg_to_release(ours) or ours!r}: the state dict is incomplete "
-                              "or not the release's H2ASeg")
+            raise ConfigError(
+                f"{source}: missing key {h2aseg_to_release(ours) or ours!r}: the state dict is incomplete "
+                "or not the release's H2ASeg"
+            )
     return converted
 
 
@@ -127,25 +141,40 @@ def read_release_state(path: Path) -> dict[str, torch.Tensor]:
     """A release state dict from ``path``: the plain dict, or one held under a common key, ``module.`` stripped."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"checkpoint {path} does not exist: give the .pth file saved by the release's train.py")
+        raise DataError(
+            f"checkpoint {path} does not exist: give the .pth file saved by the release's train.py"
+        )
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the file is unusable
-        raise DataError(f"{path} cannot be read as a plain state dict ({type(err).__name__}): "
-                        "save it with torch.save(model.state_dict(), FILE)") from err
+        raise DataError(
+            f"{path} cannot be read as a plain state dict ({type(err).__name__}): "
+            "save it with torch.save(model.state_dict(), FILE)"
+        ) from err
     state = raw
     if isinstance(raw, dict) and not any(isinstance(v, torch.Tensor) for v in raw.values()):
-        held = [raw[k] for k in ("state_dict", "model", "model_state_dict", "net") if isinstance(raw.get(k), dict)]
+        held = [
+            raw[k] for k in ("state_dict", "model", "model_state_dict", "net") if isinstance(raw.get(k), dict)
+        ]
         state = held[0] if held else raw
-    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise DataError(f"{path} holds no state dict of tensors: save it with torch.save(model.state_dict(), FILE)")
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(v, torch.Tensor) for v in state.values())
+    ):
+        raise DataError(
+            f"{path} holds no state dict of tensors: save it with torch.save(model.state_dict(), FILE)"
+        )
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 def architecture_of(state: Mapping[str, torch.Tensor]) -> dict:
     """in_channels, num_classes and channels of the network a release state dict was saved from."""
     try:
-        channels = [int(state[f"encoder.conv{k}_ct.conv_skip.{0 if k == 1 else 2}.weight"].shape[0]) for k in range(1, 6)]
+        channels = [
+            int(state[f"encoder.conv{k}_ct.conv_skip.{0 if k == 1 else 2}.weight"].shape[0])
+            for k in range(1, 6)
+        ]
         in_channels = int(state["encoder.conv1_ct.conv_skip.0.weight"].shape[1])
         num_classes = int(state["decoder.output1.conv.2.weight"].shape[0])
     except KeyError as err:
@@ -154,8 +183,9 @@ def architecture_of(state: Mapping[str, torch.Tensor]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- writing
-def import_release(checkpoint: Path, patch: tuple[int, int, int], out_dir: Path,
-                   window: tuple[int, int, int] = (8, 8, 4)) -> Path:
+def import_release(
+    checkpoint: Path, patch: tuple[int, int, int], out_dir: Path, window: tuple[int, int, int] = (8, 8, 4)
+) -> Path:
     """Write ``out_dir`` (config.yaml, best.pt, train_summary.json) from a release checkpoint; returns best.pt."""
     out_dir = Path(out_dir)
     if (out_dir / "best.pt").exists() or (out_dir / "last.pt").exists():
@@ -174,18 +204,37 @@ def import_release(checkpoint: Path, patch: tuple[int, int, int], out_dir: Path,
     digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
     out_dir.mkdir(parents=True, exist_ok=True)
     config.save(out_dir / "config.yaml")
-    save_checkpoint({"model": model.state_dict(), "config": config.to_dict(), "epoch": 0, "step": 0,
-                     "best_metric": float("nan"), "best_epoch": 0,
-                     "imported_from": {"file": str(checkpoint), "sha256": digest}}, out_dir / "best.pt")
-    summary = {"epochs_run": 0, "last_epoch": 0, "best_metric": None, "best_epoch": 0, "stopped_by": "imported",
-               "seconds": 0.0, "imported_from": str(checkpoint), "sha256": digest}
+    save_checkpoint(
+        {
+            "model": model.state_dict(),
+            "config": config.to_dict(),
+            "epoch": 0,
+            "step": 0,
+            "best_metric": float("nan"),
+            "best_epoch": 0,
+            "imported_from": {"file": str(checkpoint), "sha256": digest},
+        },
+        out_dir / "best.pt",
+    )
+    summary = {
+        "epochs_run": 0,
+        "last_epoch": 0,
+        "best_metric": None,
+        "best_epoch": 0,
+        "stopped_by": "imported",
+        "seconds": 0.0,
+        "imported_from": str(checkpoint),
+        "sha256": digest,
+    }
     atomic_write_text(out_dir / "train_summary.json", json.dumps(summary, indent=2))
     return out_dir / "best.pt"
 
 
 def run(args: argparse.Namespace) -> int:
     best = import_release(Path(args.checkpoint), tuple(args.patch), Path(args.out), tuple(args.window))
-    print(f"imported {args.checkpoint} as h2aseg_release into {best.parent} (predict with --model {best.parent})")
+    print(
+        f"imported {args.checkpoint} as h2aseg_release into {best.parent} (predict with --model {best.parent})"
+    )
     return 0
 
 
@@ -199,9 +248,21 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, type=Path, help="the release's .pth state dict")
-    parser.add_argument("--patch", required=True, type=int, nargs=3, metavar=("X", "Y", "Z"),
-                        help="patch the weights were trained with (the release's 128 128 64); sliding-window size")
-    parser.add_argument("--window", type=int, nargs=3, default=(8, 8, 4), metavar=("H", "W", "D"),
-                        help="MCSA window the weights were trained with")
+    parser.add_argument(
+        "--patch",
+        required=True,
+        type=int,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        help="patch the weights were trained with (the release's 128 128 64); sliding-window size",
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        nargs=3,
+        default=(8, 8, 4),
+        metavar=("H", "W", "D"),
+        help="MCSA window the weights were trained with",
+    )
     parser.add_argument("--out", required=True, type=Path, help="run folder to write")
     parser.set_defaults(func=run)

@@ -49,7 +49,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         config.model.options.update(json.loads(args.model_options))
     _copy_options(args, config.train, skip=("protocol",))
     if getattr(args, "protocol", None) is not None:  # the chosen network's keywords, under the user's own
-        config.model.options = {**protocol_model_options(args.protocol, config.model.name), **config.model.options}
+        config.model.options = {
+            **protocol_model_options(args.protocol, config.model.name),
+            **config.model.options,
+        }
     return config
 
 
@@ -74,55 +77,131 @@ def run(args: argparse.Namespace) -> int:
 def add_training_options(parser: argparse.ArgumentParser) -> None:
     d, m, t = DataConfig(), ModelConfig(), TrainConfig()
     parser.add_argument("--data", type=Path, help="dataset root (or manifest CSV/JSON)")
-    parser.add_argument("--protocol", choices=tuple(PROTOCOLS),
-                        help="named preset the other options start from: "
-                             + "; ".join(f"{p.name}: {p.description}" for p in PROTOCOLS.values())
-                             + f" (default {t.protocol})")
+    parser.add_argument(
+        "--protocol",
+        choices=tuple(PROTOCOLS),
+        help="named preset the other options start from: "
+        + "; ".join(f"{p.name}: {p.description}" for p in PROTOCOLS.values())
+        + f" (default {t.protocol})",
+    )
     parser.add_argument("--layout", choices=LAYOUTS, help=f"dataset layout (default {d.layout})")
-    parser.add_argument("--label-mode", choices=("binary", "multiclass"),
-                        help=f"binary lesion masks or HECKTOR classes (default {d.label_mode})")
-    parser.add_argument("--cache", type=Path, help="folder of preprocessed arrays, shareable between runs (default RUN_DIR/cache)")
-    parser.add_argument("--target-spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
-                        help="resample to this spacing in mm (default: the PET grid)")
+    parser.add_argument(
+        "--label-mode",
+        choices=("binary", "multiclass"),
+        help=f"binary lesion masks or HECKTOR classes (default {d.label_mode})",
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        help="folder of preprocessed arrays, shareable between runs (default RUN_DIR/cache)",
+    )
+    parser.add_argument(
+        "--target-spacing",
+        type=float,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        help="resample to this spacing in mm (default: the PET grid)",
+    )
     parser.add_argument("--model", help=f"registered network, see `h2aseg info` (default {m.name})")
-    parser.add_argument("--channels", type=int, nargs="+", metavar="C", help="network channels per level, e.g. 8 16 32 64 128")
-    parser.add_argument("--model-options", metavar="JSON", help='further network keywords as JSON, e.g. \'{"window_size": [4, 4, 4]}\'')
+    parser.add_argument(
+        "--channels", type=int, nargs="+", metavar="C", help="network channels per level, e.g. 8 16 32 64 128"
+    )
+    parser.add_argument(
+        "--model-options",
+        metavar="JSON",
+        help="further network keywords as JSON, e.g. '{\"window_size\": [4, 4, 4]}'",
+    )
     parser.add_argument("--epochs", type=int, help=f"epochs (default {t.epochs})")
-    parser.add_argument("--steps-per-epoch", type=int, help="optimizer steps per epoch (default: one pass over the training volumes)")
+    parser.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        help="optimizer steps per epoch (default: one pass over the training volumes)",
+    )
     parser.add_argument("--batch", type=int, help=f"patches per optimizer step (default {t.batch})")
-    parser.add_argument("--samples-per-volume", type=int, help=f"patches cropped per loaded volume (default {t.samples_per_volume})")
-    parser.add_argument("--patch", type=int, nargs=3, metavar=("X", "Y", "Z"), help=f"training patch in voxels (default {' '.join(map(str, t.patch))})")
+    parser.add_argument(
+        "--samples-per-volume",
+        type=int,
+        help=f"patches cropped per loaded volume (default {t.samples_per_volume})",
+    )
+    parser.add_argument(
+        "--patch",
+        type=int,
+        nargs=3,
+        metavar=("X", "Y", "Z"),
+        help=f"training patch in voxels (default {' '.join(map(str, t.patch))})",
+    )
     parser.add_argument("--lr", type=float, help=f"Adam learning rate (default {t.lr})")
     parser.add_argument("--weight-decay", type=float, help=f"Adam weight decay (default {t.weight_decay})")
-    parser.add_argument("--lr-decay", type=float, help=f"learning-rate factor per epoch (default {t.lr_decay})")
-    parser.add_argument("--lr-schedule", choices=SCHEDULES,
-                        help=f"exponential: lr * lr-decay^epoch; poly: nnU-Net's (1 - progress)^0.9 down to 0 at "
-                             f"the last epoch or the end of --max-minutes (default {t.lr_schedule})")
-    parser.add_argument("--channels-last", action="store_true", default=None,
-                        help="channels-last memory layout (faster 3-D convolutions on CPUs)")
-    parser.add_argument("--rotate-prob", type=float,
-                        help=f"probability of the random rotation about the axial axis per patch (default {t.rotate_prob})")
-    parser.add_argument("--rotate-degrees", type=float,
-                        help=f"largest angle of that rotation in degrees (default {t.rotate_degrees})")
-    parser.add_argument("--lesion-offset", type=float,
-                        help="place a crop's lesion voxel anywhere within +-F*(patch/2-1) voxels of the patch centre, "
-                             f"F in [0, 1]; 0 = centred crops as the release (default {t.lesion_offset})")
-    parser.add_argument("--loss", choices=LOSS_KINDS,
-                        help="paper: Eq. 5's BCE + Dice; release: the release's softmax CE + Dice with background, "
-                             f"for 2-class networks such as h2aseg_release (default {t.loss})")
-    parser.add_argument("--hot-negatives-suv", type=float,
-                        help="also centre negative crops on non-lesion uptake >= this SUV (default: off, the paper's sampling)")
-    parser.add_argument("--compile", metavar="BACKEND",
-                        help="torch.compile the training network with this backend, e.g. inductor: fused kernels, "
-                             "faster steps after a one-off compilation of minutes on a CPU (default: off)")
-    parser.add_argument("--grad-clip", type=float, help="cap on the gradient norm (default: none, as the paper)")
-    parser.add_argument("--seed", type=int, help=f"seed of initialisation, sampling and augmentation (default {t.seed})")
-    parser.add_argument("--max-minutes", type=float, help="stop after this wall time, still validating and saving (default: no limit)")
+    parser.add_argument(
+        "--lr-decay", type=float, help=f"learning-rate factor per epoch (default {t.lr_decay})"
+    )
+    parser.add_argument(
+        "--lr-schedule",
+        choices=SCHEDULES,
+        help=f"exponential: lr * lr-decay^epoch; poly: nnU-Net's (1 - progress)^0.9 down to 0 at "
+        f"the last epoch or the end of --max-minutes (default {t.lr_schedule})",
+    )
+    parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        default=None,
+        help="channels-last memory layout (faster 3-D convolutions on CPUs)",
+    )
+    parser.add_argument(
+        "--rotate-prob",
+        type=float,
+        help=f"probability of the random rotation about the axial axis per patch (default {t.rotate_prob})",
+    )
+    parser.add_argument(
+        "--rotate-degrees",
+        type=float,
+        help=f"largest angle of that rotation in degrees (default {t.rotate_degrees})",
+    )
+    parser.add_argument(
+        "--lesion-offset",
+        type=float,
+        help="place a crop's lesion voxel anywhere within +-F*(patch/2-1) voxels of the patch centre, "
+        f"F in [0, 1]; 0 = centred crops as the release (default {t.lesion_offset})",
+    )
+    parser.add_argument(
+        "--loss",
+        choices=LOSS_KINDS,
+        help="paper: Eq. 5's BCE + Dice; release: the release's softmax CE + Dice with background, "
+        f"for 2-class networks such as h2aseg_release (default {t.loss})",
+    )
+    parser.add_argument(
+        "--hot-negatives-suv",
+        type=float,
+        help="also centre negative crops on non-lesion uptake >= this SUV (default: off, the paper's sampling)",
+    )
+    parser.add_argument(
+        "--compile",
+        metavar="BACKEND",
+        help="torch.compile the training network with this backend, e.g. inductor: fused kernels, "
+        "faster steps after a one-off compilation of minutes on a CPU (default: off)",
+    )
+    parser.add_argument(
+        "--grad-clip", type=float, help="cap on the gradient norm (default: none, as the paper)"
+    )
+    parser.add_argument(
+        "--seed", type=int, help=f"seed of initialisation, sampling and augmentation (default {t.seed})"
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        help="stop after this wall time, still validating and saving (default: no limit)",
+    )
     parser.add_argument("--val-every", type=int, help=f"validate every N epochs (default {t.val_every})")
-    parser.add_argument("--sw-overlap", type=float, help=f"sliding-window overlap in validation (default {t.sw_overlap})")
-    parser.add_argument("--amp", choices=("auto", "on", "off"), help=f"mixed precision (default {t.amp}: on for CUDA)")
+    parser.add_argument(
+        "--sw-overlap", type=float, help=f"sliding-window overlap in validation (default {t.sw_overlap})"
+    )
+    parser.add_argument(
+        "--amp", choices=("auto", "on", "off"), help=f"mixed precision (default {t.amp}: on for CUDA)"
+    )
     parser.add_argument("--device", help=f"cpu, cuda, cuda:N or auto (default {t.device})")
-    parser.add_argument("--num-workers", type=int, help=f"data-loading worker processes (default {t.num_workers})")
+    parser.add_argument(
+        "--num-workers", type=int, help=f"data-loading worker processes (default {t.num_workers})"
+    )
     add_input_options(parser)
 
 
@@ -134,7 +213,9 @@ def add_parser(subparsers) -> None:
         "the resolved settings are saved as RUN_DIR/config.yaml. Multi-process: "
         "torchrun --nproc_per_node N -m h2aseg train ...",
     )
-    parser.add_argument("--out", required=True, type=Path, help="run folder (config, splits, checkpoints, logs)")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="run folder (config, splits, checkpoints, logs)"
+    )
     parser.add_argument("--config", help="YAML config to start from (e.g. a previous RUN_DIR/config.yaml)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

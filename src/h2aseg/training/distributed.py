@@ -19,8 +19,15 @@ import torch.distributed as dist
 from h2aseg.device import pick_device  # re-exported: the one rule, in h2aseg.device
 
 __all__ = [
-    "DistContext", "pick_device", "init_distributed", "barrier", "broadcast_object", "broadcast_flag",
-    "parameter_digest", "gather_digests", "cleanup",
+    "DistContext",
+    "pick_device",
+    "init_distributed",
+    "barrier",
+    "broadcast_object",
+    "broadcast_flag",
+    "parameter_digest",
+    "gather_digests",
+    "cleanup",
 ]
 
 

@@ -61,8 +61,10 @@ class SegmentationLoss(nn.Module):
         if self.kind == "release" and logits.shape[1] < 2:
             raise ConfigError("loss 'release' needs a network with a background channel: set num_classes 2")
         if not softmax and logits.shape[1] != 1:
-            raise ConfigError(f"the network gives {logits.shape[1]} output channels, the binary loss needs 1: "
-                              "train h2aseg_release with --protocol release (or --loss release)")
+            raise ConfigError(
+                f"the network gives {logits.shape[1]} output channels, the binary loss needs 1: "
+                "train h2aseg_release with --protocol release (or --loss release)"
+            )
         if softmax:
             overlap = F.cross_entropy(logits, target[:, 0].long())
         else:
@@ -73,7 +75,9 @@ class SegmentationLoss(nn.Module):
 class DeepSupervisionLoss(nn.Module):
     """Σ_k w_k · loss(up(P^k), GT) over the outputs, full resolution first (Eq. 5 with w = 5, 4, 3, 2, 1)."""
 
-    def __init__(self, num_classes: int = 1, weights: Sequence[float] = PAPER_WEIGHTS, kind: str = "paper") -> None:
+    def __init__(
+        self, num_classes: int = 1, weights: Sequence[float] = PAPER_WEIGHTS, kind: str = "paper"
+    ) -> None:
         super().__init__()
         self.loss = SegmentationLoss(num_classes, kind)
         self.align_corners = kind == "release"
@@ -87,7 +91,8 @@ class DeepSupervisionLoss(nn.Module):
         total = outputs[0].new_zeros(())
         for weight, logits in zip(self.weights, outputs):
             if logits.shape[2:] != target.shape[2:]:
-                logits = F.interpolate(logits, size=target.shape[2:], mode="trilinear",
-                                       align_corners=self.align_corners)
+                logits = F.interpolate(
+                    logits, size=target.shape[2:], mode="trilinear", align_corners=self.align_corners
+                )
             total = total + weight * self.loss(logits, target)
         return total

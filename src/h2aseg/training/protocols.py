@@ -50,42 +50,72 @@ def register_protocol(protocol: Protocol) -> Protocol:
     return protocol
 
 
-register_protocol(Protocol(
-    "paper",
-    "the paper's Sec. 3.1: Adam lr 1e-4, weight decay 1e-5, x0.99 per epoch, 200 epochs, batch 2, "
-    "patch 128x128x64, pos 1 / neg 1 crops, axial rotation p 0.8",
-))
+register_protocol(
+    Protocol(
+        "paper",
+        "the paper's Sec. 3.1: Adam lr 1e-4, weight decay 1e-5, x0.99 per epoch, 200 epochs, batch 2, "
+        "patch 128x128x64, pos 1 / neg 1 crops, axial rotation p 0.8",
+    )
+)
 
 
 H2ASEG_FAMILY = ("h2aseg", "h2aseg_no_mcsa", "h2aseg_no_tamw", "dual_resunet3d")
 
-register_protocol(Protocol(
-    "cpu",
-    "minutes on a CPU (the demo's): patch 32x32x32, batch 2, Adam lr 1e-3 with the poly schedule, gradient cap 12, "
-    "no rotation, lesion within +-7 voxels of the patch centre, channels-last, dropout 0, H2ASeg family at channels 4-64",
-    train={"patch": [32, 32, 32], "batch": 2, "lr": 1e-3, "lr_schedule": "poly", "grad_clip": 12.0,
-           "rotate_prob": 0.0, "lesion_offset": 0.5, "channels_last": True},
-    model={"*": {"dropout": 0.0}, **{name: {"channels": [4, 8, 16, 32, 64]} for name in H2ASEG_FAMILY}},
-))
+register_protocol(
+    Protocol(
+        "cpu",
+        "minutes on a CPU (the demo's): patch 32x32x32, batch 2, Adam lr 1e-3 with the poly schedule, gradient cap 12, "
+        "no rotation, lesion within +-7 voxels of the patch centre, channels-last, dropout 0, H2ASeg family at channels 4-64",
+        train={
+            "patch": [32, 32, 32],
+            "batch": 2,
+            "lr": 1e-3,
+            "lr_schedule": "poly",
+            "grad_clip": 12.0,
+            "rotate_prob": 0.0,
+            "lesion_offset": 0.5,
+            "channels_last": True,
+        },
+        model={"*": {"dropout": 0.0}, **{name: {"channels": [4, 8, 16, 32, 64]} for name in H2ASEG_FAMILY}},
+    )
+)
 
 #: MONAI's ``RandRotated(range_z=45)`` in the release's train.py reads 45 as radians: angles uniform in ±45 rad,
 #: which wrap round the circle 14.3 times, so every axial angle occurs (densities within 5 % of uniform).
 #: ±180° gives every angle with exactly uniform density.
 RELEASE_ROTATE_DEGREES = 180.0
 
-register_protocol(Protocol(
-    "release",
-    "the authors' train.py (the run behind Table 1): 2 volumes x 2 crops = 4 patches per step, centred pos 1 / "
-    "neg 1 crops, axial rotation p 0.8 by any angle (+-180 deg; MONAI reads the release's range_z=45 as "
-    "radians), 2-class softmax CE + Dice with background, dropout 0.5 (H2ASeg family and h2aseg_release), Adam lr 1e-4, weight "
-    "decay 1e-5, x0.99 per epoch, 200 epochs, patch 128x128x64; use --model h2aseg_release for the release's network",
-    train={"epochs": 200, "batch": 4, "samples_per_volume": 2, "patch": [128, 128, 64], "lr": 1e-4,
-           "weight_decay": 1e-5, "lr_decay": 0.99, "lr_schedule": "exponential", "rotate_prob": 0.8,
-           "rotate_degrees": RELEASE_ROTATE_DEGREES, "lesion_offset": 0.0, "loss": "release",
-           "deep_supervision_weights": [5.0, 4.0, 3.0, 2.0, 1.0]},
-    model={"*": {"num_classes": 2},
-           **{name: {"dropout": 0.5, "attention_dropout": 0.5} for name in (*H2ASEG_FAMILY, "h2aseg_release")}},
-))
+register_protocol(
+    Protocol(
+        "release",
+        "the authors' train.py (the run behind Table 1): 2 volumes x 2 crops = 4 patches per step, centred pos 1 / "
+        "neg 1 crops, axial rotation p 0.8 by any angle (+-180 deg; MONAI reads the release's range_z=45 as "
+        "radians), 2-class softmax CE + Dice with background, dropout 0.5 (H2ASeg family and h2aseg_release), Adam lr 1e-4, weight "
+        "decay 1e-5, x0.99 per epoch, 200 epochs, patch 128x128x64; use --model h2aseg_release for the release's network",
+        train={
+            "epochs": 200,
+            "batch": 4,
+            "samples_per_volume": 2,
+            "patch": [128, 128, 64],
+            "lr": 1e-4,
+            "weight_decay": 1e-5,
+            "lr_decay": 0.99,
+            "lr_schedule": "exponential",
+            "rotate_prob": 0.8,
+            "rotate_degrees": RELEASE_ROTATE_DEGREES,
+            "lesion_offset": 0.0,
+            "loss": "release",
+            "deep_supervision_weights": [5.0, 4.0, 3.0, 2.0, 1.0],
+        },
+        model={
+            "*": {"num_classes": 2},
+            **{
+                name: {"dropout": 0.5, "attention_dropout": 0.5}
+                for name in (*H2ASEG_FAMILY, "h2aseg_release")
+            },
+        },
+    )
+)
 
 
 def apply_protocol(config: RunConfig, name: str, network_options: bool = True) -> RunConfig:

@@ -183,16 +183,19 @@ class Trainer:
         """The run folder, the data, the network, a resumed state, the loader and loss, the clock."""
         self._claim_run_dir()
         self.cache, self.train_ids, self.val_ids = self._prepare_data()
-        self.log(f"{len(self.train_ids)} training and {len(self.val_ids)} validation cases; "
-                 f"{self.config.model.name} on {self.ctx.device} (world size {self.ctx.world_size})")
+        self.log(
+            f"{len(self.train_ids)} training and {len(self.val_ids)} validation cases; "
+            f"{self.config.model.name} on {self.ctx.device} (world size {self.ctx.world_size})"
+        )
         self.model, self.optimizer, self.scaler = self._build()
         if self.resume and self.last_path.exists():
             self.restore(self.last_path)
         self.wrapped = self._wrap(self.model)
         self.loader, self.transform = self._loader(self.cache, self.train_ids)
         t = self.config.train
-        self.loss_fn = DeepSupervisionLoss(num_classes_for(self.config), t.deep_supervision_weights,
-                                          kind=t.loss)
+        self.loss_fn = DeepSupervisionLoss(
+            num_classes_for(self.config), t.deep_supervision_weights, kind=t.loss
+        )
         self._start_clock()
         self.board = self._tensorboard()
 
@@ -227,8 +230,14 @@ class Trainer:
         best = self.state.best
         if self.validating and self.ctx.is_main and not best > 0.0:
             self.log("validation Dice never rose above 0: no best.pt was written; predict will use last.pt")
-        result = TrainResult(epochs_run, self.state.epoch, best if best > -math.inf else float("nan"),
-                             self.state.best_epoch, stopped_by, round(time.monotonic() - started, 1))
+        result = TrainResult(
+            epochs_run,
+            self.state.epoch,
+            best if best > -math.inf else float("nan"),
+            self.state.best_epoch,
+            stopped_by,
+            round(time.monotonic() - started, 1),
+        )
         digests = dist_utils.gather_digests(self.ctx, self.model)
         if self.ctx.is_main:
             summary = {**result.__dict__, "world_size": self.ctx.world_size, "parameter_digests": digests}
@@ -244,16 +253,23 @@ class Trainer:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if self.ctx.is_main:
             if self.last_path.exists() and not self.resume:
-                raise ConfigError(f"{self.out_dir} already holds a run (last.pt): pass --resume to continue "
-                                  "it or choose another --out")
+                raise ConfigError(
+                    f"{self.out_dir} already holds a run (last.pt): pass --resume to continue "
+                    "it or choose another --out"
+                )
             self.config.save(self.out_dir / "config.yaml")
 
     def _prepare_data(self) -> tuple[PreprocessedCache, list[str], list[str]]:
         data = self.config.data
         if not data.root:
             raise ConfigError("no dataset given: pass --data DIR")
-        discovery = discover_cases(Path(data.root), data.layout, require_labels=True,
-                                   ct_channel=data.ct_channel, pet_channel=data.pet_channel)
+        discovery = discover_cases(
+            Path(data.root),
+            data.layout,
+            require_labels=True,
+            ct_channel=data.ct_channel,
+            pet_channel=data.pet_channel,
+        )
         for note in discovery.notes:
             self.log(note)
         self.skipped = [str(p) for p in discovery.problems]
@@ -288,12 +304,14 @@ class Trainer:
     def _loader(self, cache: PreprocessedCache, train_ids: list[str]) -> tuple[DataLoader, object]:
         t = self.config.train
         hot = t.hot_negatives_suv / cache.config.suv_scale if t.hot_negatives_suv else None
-        transform = train_transforms(t.patch, t.samples_per_volume, t.rotate_prob, t.rotate_degrees, hot,
-                                     lesion_offset=t.lesion_offset)
+        transform = train_transforms(
+            t.patch, t.samples_per_volume, t.rotate_prob, t.rotate_degrees, hot, lesion_offset=t.lesion_offset
+        )
         dataset = PatchDataset(cache, train_ids, transform)
         sampler = (
             DistributedSampler(dataset, self.ctx.world_size, self.ctx.rank, shuffle=True, seed=t.seed)
-            if self.ctx.enabled else None
+            if self.ctx.enabled
+            else None
         )
         loader = DataLoader(
             dataset,
@@ -330,9 +348,13 @@ class Trainer:
         if saved.get("scaler"):
             self.scaler.load_state_dict(saved["scaler"])
         set_rng_state(saved["rng"])
-        self.state = RunState(epoch=saved["epoch"], step=saved["step"], best=saved["best_metric"],
-                              best_epoch=saved["best_epoch"],
-                              train_seconds=float(saved.get("train_seconds", 0.0)))
+        self.state = RunState(
+            epoch=saved["epoch"],
+            step=saved["step"],
+            best=saved["best_metric"],
+            best_epoch=saved["best_epoch"],
+            train_seconds=float(saved.get("train_seconds", 0.0)),
+        )
         self.log(f"resumed from {path} after epoch {self.state.epoch} (step {self.state.step})")
 
     def _wrap(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -360,8 +382,9 @@ class Trainer:
 
     def _set_learning_rate(self, optimizer, epoch: int, train_seconds: float) -> float:
         t = self.config.train
-        lr = learning_rate(t.lr_schedule, t.lr, epoch, t.epochs, t.lr_decay, train_seconds,
-                           self._budget_seconds)
+        lr = learning_rate(
+            t.lr_schedule, t.lr, epoch, t.epochs, t.lr_decay, train_seconds, self._budget_seconds
+        )
         for group in optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -388,8 +411,14 @@ class Trainer:
         steps = t.steps_per_epoch or len(self.loader)
         self.wrapped.train()
         losses, timed_out = [], False
-        bar = tqdm(total=steps, desc=f"epoch {epoch}/{t.epochs}", unit="step",
-                   disable=not (self.progress and self.ctx.is_main), leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            total=steps,
+            desc=f"epoch {epoch}/{t.epochs}",
+            unit="step",
+            disable=not (self.progress and self.ctx.is_main),
+            leave=False,
+            dynamic_ncols=True,
+        )
         for batch in self._batches(steps):
             losses.append(self._step(batch, epoch))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
@@ -431,8 +460,9 @@ class Trainer:
         outputs = [o.float() for o in outputs] if isinstance(outputs, (list, tuple)) else outputs.float()
         loss = self.loss_fn(outputs, label)
         if not torch.isfinite(loss):
-            raise DataError(f"training loss became {loss.item()} at epoch {epoch}: lower --lr or check the "
-                            "data")
+            raise DataError(
+                f"training loss became {loss.item()} at epoch {epoch}: lower --lr or check the data"
+            )
         self.scaler.scale(loss).backward()
         if t.grad_clip:
             self.scaler.unscale_(self.optimizer)
@@ -458,8 +488,12 @@ class Trainer:
     def _validate(self, model, cache, val_ids) -> float:
         net = model.module if hasattr(model, "module") else model
         # the inference core with predict's defaults (window skipping, precision) and the run's overlap
-        settings = settings_for(self.config.train.patch, cache.config.suv_scale,
-                                overlap=self.config.train.sw_overlap, device=str(self.ctx.device))
+        settings = settings_for(
+            self.config.train.patch,
+            cache.config.suv_scale,
+            overlap=self.config.train.sw_overlap,
+            device=str(self.ctx.device),
+        )
         scores, scores_all = [], []
         for case_id in tqdm(val_ids, desc="validate", unit="case", leave=False, disable=not self.progress):
             data = cache.load(case_id)
@@ -505,17 +539,24 @@ class Trainer:
 
     def log_epoch(self, record: EpochRecord) -> None:
         """One epoch into ``metrics.csv``, TensorBoard and the log."""
-        row = {"epoch": record.epoch, "step": self.state.step, "train_loss": f"{record.train_loss:.5f}",
-               "val_dice": "" if math.isnan(record.val_dice) else f"{record.val_dice:.5f}",
-               "lr": f"{record.lr:.3g}", "epoch_seconds": f"{record.seconds:.1f}"}
+        row = {
+            "epoch": record.epoch,
+            "step": self.state.step,
+            "train_loss": f"{record.train_loss:.5f}",
+            "val_dice": "" if math.isnan(record.val_dice) else f"{record.val_dice:.5f}",
+            "lr": f"{record.lr:.3g}",
+            "epoch_seconds": f"{record.seconds:.1f}",
+        }
         self._append_log(row)
         if self.board is not None:
             self.board.add_scalar("train/loss", record.train_loss, record.epoch)
             self.board.add_scalar("train/lr", record.lr, record.epoch)
             if not math.isnan(record.val_dice):
                 self.board.add_scalar("val/dice", record.val_dice, record.epoch)
-        self.log(f"epoch {record.epoch}: loss {record.train_loss:.4f}, val Dice {row['val_dice'] or '-'}, "
-                 f"{row['epoch_seconds']} s" + (" (best)" if record.improved else ""))
+        self.log(
+            f"epoch {record.epoch}: loss {record.train_loss:.4f}, val Dice {row['val_dice'] or '-'}, "
+            f"{row['epoch_seconds']} s" + (" (best)" if record.improved else "")
+        )
 
     def _append_log(self, row: dict) -> None:
         path = self.out_dir / "metrics.csv"

@@ -418,7 +418,9 @@ def nnunet(
 
 
 # ------------------------------------------------------------------------------------------ BasicUNet
-@register_model("basicunet", description="MONAI BasicUNet, CT and PET as two channels (a quick CPU reference)")
+@register_model(
+    "basicunet", description="MONAI BasicUNet, CT and PET as two channels (a quick CPU reference)"
+)
 def basicunet(
     in_channels: int = 1,
     num_classes: int = 1,
@@ -439,6 +441,11 @@ def basicunet(
     channels = tuple(int(c) for c in channels)
     if len(channels) != 6:
         raise ValueError(f"basicunet needs six channel widths (MONAI's features), got {channels}")
-    net = BasicUNet(spatial_dims=3, in_channels=2 * in_channels, out_channels=num_classes, features=channels,
-                    dropout=dropout)
+    net = BasicUNet(
+        spatial_dims=3,
+        in_channels=2 * in_channels,
+        out_channels=num_classes,
+        features=channels,
+        dropout=dropout,
+    )
     return EarlyFusion(net)
