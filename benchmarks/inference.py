@@ -1,4 +1,5 @@
-"""Whole-body prediction speed and memory, and agreement of the fast path with the exhaustive one (not a test).
+"""Whole-body prediction speed and memory, and agreement of the fast path with the exhaustive one
+(not a test).
 
 ``speed``: makes (once) a synthetic whole-body study at the AutoPET PET grid, 400×400×326 voxels at
 2.04×2.04×3 mm, and a paper-width H2ASeg checkpoint (channels 8–128, 128×128×64 windows; random
@@ -111,7 +112,8 @@ def make_checkpoint(work: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------- old paths
 def reference_probabilities(model, ct, pet, patch, how: str, device: str = "cpu") -> torch.Tensor:
-    """(K, X, Y, Z) float32 probabilities by MONAI's sliding window: ``old`` (the former ``predict``) or ``monai``."""
+    """(K, X, Y, Z) float32 probabilities by MONAI's sliding window: ``old``
+    (the former ``predict``) or ``monai``."""
     from monai.inferers import sliding_window_inference
 
     from h2aseg.inference.core import class_probabilities
@@ -182,7 +184,8 @@ def child(args) -> None:
 
 
 def measure(command: list[str], work: Path) -> dict:
-    """Wall time and peak RSS of one child process (GNU ``/usr/bin/time``: that process's own high-water mark)."""
+    """Wall time and peak RSS of one child process (GNU ``/usr/bin/time``: that process's own high-water
+    mark)."""
     report = work / "time.txt"
     start = time.perf_counter()
     done = subprocess.run(
@@ -304,7 +307,8 @@ def _one_call(model, window: torch.Tensor) -> float:
 
 
 def windows(args) -> None:
-    """Per-window network seconds of each path, measured round-robin (same load for all), and window counts."""
+    """Per-window network seconds of each path, measured round-robin (same load for all),
+    and window counts."""
     from h2aseg.data.layouts import discover_cases
     from h2aseg.data.preprocess import preprocess_case
     from h2aseg.inference.core import InferenceSettings

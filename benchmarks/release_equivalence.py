@@ -107,7 +107,8 @@ def main() -> int:
     print(f"| eval: largest difference / largest output | {max(eval_diffs):.2e} / {scale:.2f} |")
     print(f"| eval goal ≤ 1e-5 | {'met' if max(eval_diffs) <= 1e-5 else 'NOT met'} |")
     print(
-        f"| train-mode loss release / h2aseg (same seed, dropout 0.5) | {loss_theirs.item():.7f} / {loss_ours.item():.7f} |"
+        f"| train-mode loss release / h2aseg (same seed, dropout 0.5) | {loss_theirs.item():.7f} / "
+        f"{loss_ours.item():.7f} |"
     )
     print(f"| train-mode loss difference | {abs(loss_theirs.item() - loss_ours.item()):.2e} |")
     print(f"| train-mode max gradient difference / largest gradient | {grad_diff:.2e} / {grad_scale:.2e} |")

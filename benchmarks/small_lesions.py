@@ -5,7 +5,8 @@ Each verb is resumable (a finished step is skipped), so the whole study can be d
     python benchmarks/small_lesions.py cohort --out bench/tune --seed 11 --cases 60 --lesion-free 0.5
     python benchmarks/small_lesions.py run --cohort bench/tune --name h2aseg --model h2aseg --steps 1200
     python benchmarks/small_lesions.py probe --cohort bench/tune --name h2aseg
-    python benchmarks/small_lesions.py table --cohort bench/tune --out benchmarks/results/small_lesions_tune.md
+    python benchmarks/small_lesions.py table --cohort bench/tune \\
+        --out benchmarks/results/small_lesions_tune.md
 
 ``run`` trains with the CPU recipe (``h2aseg train --protocol cpu``, or the options given after ``--``),
 validating every ``--val-steps`` steps, then predicts the test split with ``h2aseg predict`` (the CLI's
@@ -146,7 +147,8 @@ def _patch_dice(model, ct, pet, label, start, patch) -> float:
 
 
 def probe(args) -> None:
-    """Dice of each held-out (validation and test) lesion in a patch centred on it and in one shifted by SHIFT."""
+    """Dice of each held-out (validation and test) lesion in a patch centred on it and in one shifted by
+    SHIFT."""
     from scipy import ndimage
 
     from h2aseg.data.layouts import discover_cases
@@ -181,8 +183,8 @@ def probe(args) -> None:
     (run_dir / "probe.json").write_text(json.dumps(rows, indent=1))
     c, s = np.array([r["centred"] for r in rows]), np.array([r["shifted"] for r in rows])
     print(
-        f"{args.name}: {len(rows)} lesions; centred median {np.median(c):.2f}, shifted median {np.median(s):.2f}; "
-        f"shifted Dice 0 in {(s == 0).sum()} / {len(s)}"
+        f"{args.name}: {len(rows)} lesions; centred median {np.median(c):.2f}, shifted median "
+        f"{np.median(s):.2f}; shifted Dice 0 in {(s == 0).sum()} / {len(s)}"
     )
 
 
@@ -239,8 +241,8 @@ def plot_curves(results: dict, path: Path, title: str) -> None:
 
 def table(args) -> None:
     lines = [
-        "| run | steps | train min | validation Dice by step | test Dice (positive studies) | lesions found | "
-        "false detections / study | probe: mean Dice centred / shifted (lesions with Dice > 0.1) |",
+        "| run | steps | train min | validation Dice by step | test Dice (positive studies) | lesions found "
+        "| false detections / study | probe: mean Dice centred / shifted (lesions with Dice > 0.1) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     results = {}

@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"## PET-only threshold baseline ({args.kind} synthetic cohort)",
         "",
-        f"Command: `python benchmarks/threshold_baseline.py {' '.join(sys.argv[1:] if argv is None else argv)}`  ",
+        "Command: "
+        f"`python benchmarks/threshold_baseline.py {' '.join(sys.argv[1:] if argv is None else argv)}`  ",
         f"Machine: 2-core CPU ({platform.machine()}, Python {platform.python_version()}); "
         f"generation {gen_s:.0f} s, total {time.time() - start:.0f} s.",
         "",

@@ -96,7 +96,8 @@ def test_tiny_benchmark_writes_three_tables_and_a_rerun_does_not_retrain(tmp_pat
     per_case = _csv(out / "runs" / "h2aseg" / "seed0" / "tamw" / "per_case.csv")
     assert {r["case_id"] for r in per_case} == set(test_ids)
 
-    # Rerun: finished runs are kept; a trained run that lost its predictions is predicted again, not retrained.
+    # Rerun: finished runs are kept; a trained run that lost its predictions is predicted again,
+    # not retrained.
     last = out / "runs" / "h2aseg" / "seed0" / "last.pt"
     before = last.stat().st_mtime_ns
     (out / "runs" / "h2aseg" / "seed0" / "benchmark.json").unlink()

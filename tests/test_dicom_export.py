@@ -1,4 +1,5 @@
-"""DICOM SEG / RTSTRUCT output of predict: they rebuild the NIfTI prediction on the PET series they reference."""
+"""DICOM SEG / RTSTRUCT output of predict: they rebuild the NIfTI prediction on the PET series they
+reference."""
 
 from __future__ import annotations
 

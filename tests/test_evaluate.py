@@ -32,7 +32,8 @@ def write(array: np.ndarray, path: Path, spacing=SPACING) -> Path:
 
 @pytest.fixture()
 def folders(tmp_path):
-    """Labels: pos (8-voxel lesion), neg (lesion-free), nopred, badshape. Predictions for pos, neg, badshape, extra."""
+    """Labels: pos (8-voxel lesion), neg (lesion-free), nopred, badshape. Predictions for pos, neg, badshape,
+    extra."""
     gt, pred = tmp_path / "labels", tmp_path / "pred"
     lesion = np.zeros(SHAPE, np.uint8)
     lesion[2:4, 2:4, 1:3] = 1  # 8 voxels

@@ -123,7 +123,8 @@ def test_skipping_changes_no_label_where_windows_overlap():
     "precision, accumulate", [("bf16", "float16"), ("fp32", "float16"), ("bf16", "float32")]
 )
 def test_precision_options_keep_labels_within_tolerance(precision, accumulate):
-    """bf16 autocast and float16 accumulation: >= 99 % of labels and probabilities within 0.05 of fp32/float32."""
+    """bf16 autocast and float16 accumulation: >= 99 % of labels and probabilities within 0.05 of
+    fp32/float32."""
     ct, pet, _ = _volume()
     model = TinyConvNet().eval()
     reference = predict_probabilities(

@@ -1,4 +1,5 @@
-"""Issue 11: nnU-Net channel resolution (v2 channel_names, v1 modality, content, --ct-channel/--pet-channel)."""
+"""Issue 11: nnU-Net channel resolution (v2 channel_names, v1 modality, content,
+--ct-channel/--pet-channel)."""
 
 from __future__ import annotations
 

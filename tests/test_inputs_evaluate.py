@@ -1,4 +1,5 @@
-"""Issue 11: evaluation on the label's grid, exact --cases matching, autoPET FN volume of lesion-free studies."""
+"""Issue 11: evaluation on the label's grid, exact --cases matching,
+autoPET FN volume of lesion-free studies."""
 
 from __future__ import annotations
 

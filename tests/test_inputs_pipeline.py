@@ -1,4 +1,5 @@
-"""Issue 11 end to end: HECKTOR synth -> train -> predict -> evaluate on the CT grid; a broken batch goes on."""
+"""Issue 11 end to end: HECKTOR synth -> train -> predict -> evaluate on the CT grid;
+a broken batch goes on."""
 
 from __future__ import annotations
 

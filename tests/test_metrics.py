@@ -35,7 +35,8 @@ def mask(shape=(10, 10, 10), voxels=()):
 
 
 # Label lesions: L1 (2 voxels), L2 (1), L3 (1, touches L2 only at a corner -> separate under 18-connectivity),
-# L4 (3). Prediction components: P1 (2, edge-connected, overlaps L1), P2 (hits L2), P3 (2) and P4 (1) touch nothing.
+# L4 (3). Prediction components: P1 (2, edge-connected, overlaps L1), P2 (hits L2), P3 (2) and
+# P4 (1) touch nothing.
 L1, L2, L3, L4 = [(1, 1, 1), (1, 1, 2)], [(5, 5, 5)], [(6, 6, 6)], [(8, 1, 1), (8, 1, 2), (8, 2, 1)]
 P1, P2, P3, P4 = [(1, 1, 2), (2, 2, 2)], [(5, 5, 5)], [(3, 8, 8), (4, 9, 8)], [(1, 8, 1)]
 GT = mask(voxels=L1 + L2 + L3 + L4)
@@ -147,7 +148,8 @@ def test_lesion_detection_counts_hits_misses_and_false_detections():
 
 
 def test_lesion_detection_ignores_components_below_min_volume():
-    # Only components of at least 2 voxels (0.012 ml): lesions L1 (hit), L4 (miss); predictions P1, P3 (false).
+    # Only components of at least 2 voxels (0.012 ml): lesions L1 (hit), L4 (miss);
+    # predictions P1, P3 (false).
     result = lesion_detection(PRED, GT, SPACING, min_lesion_ml=0.012)
     assert result == {"lesions": 2, "hits": 1, "misses": 1, "false_detections": 1}
     with pytest.raises(ValueError, match="spacing"):
@@ -161,7 +163,8 @@ def test_lesion_detection_on_empty_masks():
 
 
 def _two_class_cases():
-    # Case A: class 1 label 4 voxels, predicted 2 inside; class 2 label 2 voxels, predicted 2 of which 1 overlaps.
+    # Case A: class 1 label 4 voxels, predicted 2 inside; class 2 label 2 voxels,
+    # predicted 2 of which 1 overlaps.
     gt_a = np.zeros((6, 6, 6), np.uint8)
     gt_a[0, 0, 0:4] = 1
     gt_a[4, 4, 0:2] = 2

@@ -310,7 +310,8 @@ def test_two_process_ddp_training_stops_together_when_the_time_budget_ends(cohor
         "--device",
         "cpu",
     ]
-    # rank 0's clock ends the run after its first step; a rank that went on alone would hang in its next all-reduce
+    # rank 0's clock ends the run after its first step; a rank that went on alone would hang in its next
+    # all-reduce
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((out / "train_summary.json").read_text())

@@ -1,4 +1,5 @@
-"""A trained H2ASeg finds a lesion wherever it sits in the patch (issue 10: no "lesion = patch centre" shortcut).
+"""A trained H2ASeg finds a lesion wherever it sits in the patch
+(issue 10: no "lesion = patch centre" shortcut).
 
 A tiny H2ASeg (MCSA and TAMW on) is trained through the real training crops (lesion off the patch centre)
 on toy volumes: hot blobs that are lesions where CT is dense and decoys where CT is fat-like. Then each

@@ -1,4 +1,5 @@
-"""Named training protocols: `h2aseg train --protocol NAME` starts from a preset the options still override."""
+"""Named training protocols: `h2aseg train --protocol NAME` starts from a preset the options still
+override."""
 
 from __future__ import annotations
 

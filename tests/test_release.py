@@ -1,4 +1,5 @@
-"""h2aseg_release: the release's parameter count and names, weight import, and the release training protocol."""
+"""h2aseg_release: the release's parameter count and names, weight import,
+and the release training protocol."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ TINY = {"channels": (4, 8, 8, 16, 16), "patch_size": (32, 32, 16)}
 
 
 def random_release_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    """A state dict with the release's key names and shapes (128×128×64, 1 channel, 2 classes), random values."""
+    """A state dict with the release's key names and shapes (128×128×64, 1 channel, 2 classes),
+    random values."""
     gen = torch.Generator().manual_seed(seed)
     return {name: torch.randn(shape, generator=gen) for name, shape in RELEASE_KEYS["keys"]}
 
@@ -261,7 +263,8 @@ def test_table3_counts_the_release_background_term_with_its_minus_sign_and_ct_fi
     assert [r["depth"] for r in rows] == [1, 2, 3, 4]
     for row in rows:
         assert (row["fore_ct"], row["fore_pet"]) == (100.0, 0.0)
-        # raw W_back > 0 everywhere, but the release subtracts that term: no channel's background is emphasised
+        # raw W_back > 0 everywhere, but the release subtracts that term:
+        # no channel's background is emphasised
         assert (row["back_ct"], row["back_pet"]) == (0.0, 0.0)
 
 
