@@ -261,8 +261,8 @@ class DataConfig(_Validated):
     PET grid; ``label_mode``: binary | multiclass; ``splits_seed``: seed of the 6:2:2 patient split;
     ``ct_channel``/``pet_channel``: nnU-Net channel numbers of CT and PET (None: from ``dataset.json`` or the
     image content); ``skip_content_checks``: content checks to skip for unusual data (names in
-    :data:`h2aseg.data.content.CONTENT_CHECKS`, or ``all``); ``max_voxels``: largest image a header may declare
-    (None: :data:`h2aseg.data.io.MAX_VOXELS`).
+    :data:`h2aseg.data.content.CONTENT_CHECKS`, or ``all``); ``max_voxels``: largest image a header may
+    declare (None: :data:`h2aseg.data.io.MAX_VOXELS`).
     """
 
     root: str = ""
@@ -301,7 +301,8 @@ class TrainConfig(_Validated):
     the paper; nnU-Net uses 12). ``channels_last`` stores activations as (B, H, W, D, C), which makes
     oneDNN's 3-D convolutions faster on CPUs (same results up to rounding). ``hot_negatives_suv``
     (not in the paper; None keeps its pos 1 / neg 1 crops) also centres negative crops on PET-avid
-    non-lesion tissue at or above this SUV (lesion : body : hot = 2 : 1 : 1). ``amp``: auto (on for CUDA) | on (CUDA: fp16; CPU: bf16 where it has AVX512-BF16/AMX) | off.
+    non-lesion tissue at or above this SUV (lesion : body : hot = 2 : 1 : 1). ``amp``: auto (on for CUDA) | on
+    (CUDA: fp16; CPU: bf16 where it has AVX512-BF16/AMX) | off.
     ``lr_schedule``: ``exponential`` (``lr · lr_decay^epoch``) or ``poly`` (nnU-Net's, to 0 at the last
     epoch or at the end of ``max_minutes``, whichever comes first); see :mod:`h2aseg.training.schedule`.
     ``lesion_offset`` (not in the paper, which leaves crop placement open; the release centres crops, 0)

@@ -177,8 +177,8 @@ class BenchmarkConfig:
         return p if p.is_absolute() else Path(out_dir) / p
 
     def run_config(self, spec: ModelSpec, seed: int, root: Path, cache_dir: Path) -> RunConfig:
-        """The :class:`RunConfig` of one (model, seed) run: shared ``train``, the row's protocol and overrides,
-        ``seed``, and the ``steps`` section's epochs."""
+        """The :class:`RunConfig` of one (model, seed) run: shared ``train``, the row's protocol and
+        overrides, ``seed``, and the ``steps`` section's epochs."""
         from h2aseg.training.protocols import PROTOCOLS
 
         protocol = PROTOCOLS[spec.protocol] if spec.protocol else None

@@ -346,7 +346,8 @@ class BenchmarkRunner:
             shutil.copyfile(shared, target)
         elif load_splits(target) != load_splits(shared):
             raise ConfigError(
-                f"{target} differs from the benchmark split {shared}; delete {run_dir} to retrain it on the shared split"
+                f"{target} differs from the benchmark split {shared}; "
+                f"delete {run_dir} to retrain it on the shared split"
             )
 
     def _check_config(self, run_dir: Path, run_config: RunConfig) -> None:
@@ -358,8 +359,8 @@ class BenchmarkRunner:
         changed = [section for section in ("model", "train") if old[section] != new[section]]
         if changed:
             self.log(
-                f"note: {saved} differs from the benchmark file in {', '.join(changed)}; the saved run is kept "
-                f"(delete {run_dir} to retrain with the new settings)"
+                f"note: {saved} differs from the benchmark file in {', '.join(changed)}; the saved run is "
+                f"kept (delete {run_dir} to retrain with the new settings)"
             )
 
     @staticmethod

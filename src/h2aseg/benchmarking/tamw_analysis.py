@@ -87,7 +87,8 @@ def shares_from_weights(
         or fore.shape[1] < 2 * channels
     ):
         raise ValueError(
-            f"TAMW weights {fore.shape}/{back.shape} do not fit {mass.shape[0]} patches of ≥ {2 * channels} channels"
+            f"TAMW weights {fore.shape}/{back.shape} do not fit {mass.shape[0]} patches of ≥ {2 * channels} "
+            "channels"
         )
     w_fore = _weighted_mean(fore, mass)
     w_back = _weighted_mean(back, 1.0 - mass)
@@ -162,7 +163,8 @@ class TAMWRecorder:
                 handle.remove()
 
     def case_rows(self, case_id: str) -> list[dict]:
-        """One row per depth for the patches recorded since :meth:`reset` (see :func:`shares_from_weights`)."""
+        """One row per depth for the patches recorded since :meth:`reset`
+        (see :func:`shares_from_weights`)."""
         rows = []
         for k in self.levels:
             if not self._fore[k]:

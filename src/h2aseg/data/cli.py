@@ -75,10 +75,12 @@ def run_synth(args: argparse.Namespace) -> int:
         classes.update(int(v) for v in values if v)
     patients = len({c.patient_id for c in found.cases})
     print(
-        f"wrote {len(ids)} {args.kind} studies of {patients} patients to {args.out} in {seconds:.1f} s (seed {args.seed})"
+        f"wrote {len(ids)} {args.kind} studies of {patients} patients to {args.out} in {seconds:.1f} s "
+        f"(seed {args.seed})"
     )
     print(
-        f"lesion-positive studies: {positive}, lesion-free: {len(ids) - positive}, label values: {sorted(classes)}"
+        f"lesion-positive studies: {positive}, lesion-free: {len(ids) - positive}, label values: "
+        f"{sorted(classes)}"
     )
     print(
         "PET-threshold baseline (why CT is needed): python benchmarks/threshold_baseline.py --data "

@@ -125,16 +125,17 @@ def _ct_findings(
         found.append(
             (
                 "ct-air",
-                f"{ct_path}: CT holds no air ({ct.air_fraction:.2%} of voxels below {CT_AIR_HU:g} HU, at least "
-                f"{CT_AIR_MIN_FRACTION:.1%} expected): all-zero, or not in Hounsfield units; give the CT in HU",
+                f"{ct_path}: CT holds no air ({ct.air_fraction:.2%} of voxels below {CT_AIR_HU:g} HU, at "
+                f"least {CT_AIR_MIN_FRACTION:.1%} expected): all-zero, or not in Hounsfield units; "
+                "give the CT in HU",
             )
         )
     if "ct-range" not in skip and (ct.p01 < CT_MIN_HU or ct.p99 > CT_MAX_HU):
         found.append(
             (
                 "ct-range",
-                f"{ct_path}: CT values outside the Hounsfield range (1st percentile {ct.p01:.0f}, 99th {ct.p99:.0f}; "
-                f"expected >= {CT_MIN_HU:g} and <= {CT_MAX_HU:g}); give the CT in HU",
+                f"{ct_path}: CT values outside the Hounsfield range (1st percentile {ct.p01:.0f}, 99th "
+                f"{ct.p99:.0f}; expected >= {CT_MIN_HU:g} and <= {CT_MAX_HU:g}); give the CT in HU",
             )
         )
     return found
@@ -149,14 +150,18 @@ def _pet_findings(
         found.append(
             (
                 "pet-negative",
-                f"{pet_path}: PET holds {what}: {pet.negative_fraction:.1%} of voxels below SUV {PET_NEGATIVE_SUV:g} "
-                f"(at most {PET_NEGATIVE_MAX_FRACTION:.0%} expected); give the PET in SUV",
+                f"{pet_path}: PET holds {what}: {pet.negative_fraction:.1%} of voxels below SUV "
+                f"{PET_NEGATIVE_SUV:g} (at most {PET_NEGATIVE_MAX_FRACTION:.0%} expected); "
+                "give the PET in SUV",
             )
         )
     if "pet-range" not in skip and not swapped:
         if pet.p999 > PET_P999_MAX:
             if pet_is_dicom:
-                hint = "after SUV conversion from its DICOM header; check PatientWeight (kg) and RadionuclideTotalDose (Bq)"
+                hint = (
+                    "after SUV conversion from its DICOM header; check PatientWeight (kg) and "
+                    "RadionuclideTotalDose (Bq)"
+                )
             else:
                 beside = (
                     " (AutoPET: use SUV.nii.gz, not PET.nii.gz)"
@@ -175,8 +180,8 @@ def _pet_findings(
             found.append(
                 (
                     "pet-range",
-                    f"{pet_path}: PET holds no uptake (99.9th percentile {pet.p999:.3g}, below SUV {PET_P999_MIN:g}); "
-                    "all-zero or not in SUV, give the PET in SUV",
+                    f"{pet_path}: PET holds no uptake (99.9th percentile {pet.p999:.3g}, below SUV "
+                    f"{PET_P999_MIN:g}); all-zero or not in SUV, give the PET in SUV",
                 )
             )
     return found

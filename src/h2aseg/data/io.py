@@ -186,8 +186,8 @@ def _check_size(path: Path, size: tuple[int, ...], max_voxels: int | None) -> No
         count *= int(n)
     if count > limit:
         raise DataError(
-            f"{path}: header declares {count} voxels (size {tuple(int(n) for n in size)}), more than the limit "
-            f"of {limit}; a corrupt header or not a medical volume — if it is real, raise --max-voxels"
+            f"{path}: header declares {count} voxels (size {tuple(int(n) for n in size)}), more than the "
+            f"limit of {limit}; a corrupt header or not a medical volume — if it is real, raise --max-voxels"
         )
 
 

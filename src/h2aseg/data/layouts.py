@@ -310,8 +310,8 @@ def resolve_channels(
         return cts[0], pets[0], f"from dataset.json {key} {names}"
     if len(channels) != 2:
         raise DataError(
-            f"{root}: {len(channels)} channels {channels} and dataset.json names {names or 'none'} do not say "
-            "which is CT and which PET; pass --ct-channel K --pet-channel K"
+            f"{root}: {len(channels)} channels {channels} and dataset.json names {names or 'none'} do not "
+            "say which is CT and which PET; pass --ct-channel K --pet-channel K"
         )
     return _channels_by_content(folders, ids, channels, ending, names, root)
 
@@ -538,6 +538,7 @@ def load_or_create_splits(cases: Sequence[Case], path: Path, seed: int = 0) -> d
             patient = known[case_id]
             if owner.setdefault(patient, name) != name:
                 raise DataError(
-                    f"{path}: patient {patient} appears in {owner[patient]} and {name}; delete the file to re-split"
+                    f"{path}: patient {patient} appears in {owner[patient]} and {name}; "
+                    "delete the file to re-split"
                 )
     return splits

@@ -225,8 +225,8 @@ def _read_label(case: Case, config: PreprocessConfig) -> sitk.Image:
 
 
 def _label_on_grid(label: sitk.Image, ref: sitk.Image, mode: str) -> np.ndarray:
-    """The label on ``ref`` as (X, Y, Z) uint8: binary by resampling the foreground fraction (≥ 0.5), multiclass
-    by the largest resampled class fraction."""
+    """The label on ``ref`` as (X, Y, Z) uint8: binary by resampling the foreground fraction (≥ 0.5),
+    multiclass by the largest resampled class fraction."""
     values = to_array(label)
     if mode == "binary":
         fg = from_array((values > 0).astype(np.float32), label)
@@ -258,14 +258,16 @@ def _same_grid(image: sitk.Image, ref: sitk.Image, tolerance_mm: float = 1e-3) -
 
 
 def _box_array(image: sitk.Image, lo: Sequence[int], hi: Sequence[int], dtype=np.float32) -> np.ndarray:
-    """Voxels [lo, hi) of ``image`` as a contiguous (X, Y, Z) array, copied once (not via a full-size array)."""
+    """Voxels [lo, hi) of ``image`` as a contiguous (X, Y, Z) array, copied once
+    (not via a full-size array)."""
     view = sitk.GetArrayViewFromImage(image)  # (Z, Y, X); valid while ``image`` lives
     box = view[lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]]
     return np.ascontiguousarray(box.transpose(2, 1, 0), dtype=dtype)
 
 
 def _grid_from_box(pet: sitk.Image, lo: Sequence[int], hi: Sequence[int], spacing) -> sitk.Image:
-    """Geometry-only reference (uint8 voxels) over PET voxels [lo, hi), at the PET spacing or at ``spacing``."""
+    """Geometry-only reference (uint8 voxels) over PET voxels [lo, hi),
+    at the PET spacing or at ``spacing``."""
     old = np.array(pet.GetSpacing())
     if spacing is None:
         return _reference(
@@ -298,7 +300,8 @@ def _on_grid(image: sitk.Image, source: sitk.Image, box, grid: sitk.Image, defau
 
 
 def _body_box(ct_hu: np.ndarray, threshold_hu: float, margin: int) -> list[list[int]]:
-    """[[lo, hi) per axis] around the voxels above ``threshold_hu``, widened by ``margin``; whole array if none.
+    """[[lo, hi) per axis] around the voxels above ``threshold_hu``, widened by ``margin``;
+    whole array if none.
 
     Per-axis projections of one boolean mask, not ``np.argwhere`` (which holds 24 bytes per body voxel:
     0.7 GB for a whole-body study)."""
@@ -313,7 +316,8 @@ def _body_box(ct_hu: np.ndarray, threshold_hu: float, margin: int) -> list[list[
 
 
 def _scaled(array: np.ndarray, lo: float | None, hi: float | None, scale: float) -> np.ndarray:
-    """clip(array, lo, hi) / scale (minus ``lo`` first when both bounds are given), in one new float32 array."""
+    """clip(array, lo, hi) / scale (minus ``lo`` first when both bounds are given),
+    in one new float32 array."""
     out = np.clip(array, lo, hi, dtype=np.float32)
     if lo is not None and hi is not None:
         out -= lo
@@ -566,11 +570,13 @@ class PreprocessedCache:
                 arrays = {k: data[k] for k in data.files}
         except (OSError, ValueError) as err:
             raise DataError(
-                f"case {case_id}: not in cache {self.cache_dir} ({type(err).__name__}); run `h2aseg preprocess`"
+                f"case {case_id}: not in cache {self.cache_dir} ({type(err).__name__}); "
+                "run `h2aseg preprocess`"
             ) from None
         if record.get("config") != self._fingerprint:
             raise DataError(
-                f"case {case_id}: cache {self.cache_dir} was built with other settings; run `h2aseg preprocess`"
+                f"case {case_id}: cache {self.cache_dir} was built with other settings; "
+                "run `h2aseg preprocess`"
             )
         return {**arrays, "case_id": record["case_id"], "meta": record["meta"]}
 

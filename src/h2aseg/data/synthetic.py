@@ -172,7 +172,8 @@ def generate_cohort(kind: str, out: Path, n_cases: int, seed: int = 0, **size_op
 
     Args:
         kind: ``"autopet"`` (``<out>/PETCT_<id>/<study>/{CT,CTres,PET,SUV,SEG}.nii.gz``) or
-            ``"hecktor"`` (``<out>/imagesTr/<Center-ID>__{CT,PT}.nii.gz``, ``<out>/labelsTr/<Center-ID>.nii.gz``).
+            ``"hecktor"`` (``<out>/imagesTr/<Center-ID>__{CT,PT}.nii.gz``,
+            ``<out>/labelsTr/<Center-ID>.nii.gz``).
         out: output folder (created).
         n_cases: number of studies.
         seed: cohort seed; the same seed gives the same bytes.
@@ -225,7 +226,8 @@ def generate_cohort(kind: str, out: Path, n_cases: int, seed: int = 0, **size_op
         for k in range(n_studies):
             month, day = int(prng.integers(1, 13)), int(prng.integers(1, 29))
             names.append(
-                f"{month:02d}-{day:02d}-{year + k}-NA-PET-CT Ganzkoerper  primaer mit KM-{_hex_id(patient, k)[:5]}"
+                f"{month:02d}-{day:02d}-{year + k}-NA-PET-CT Ganzkoerper  primaer mit "
+                f"KM-{_hex_id(patient, k)[:5]}"
             )
         shift = prng.uniform(-10, 10, size=3)
         for k, name in enumerate(names):

@@ -85,7 +85,8 @@ class PlainTensorCompose(Compose):
 
 
 def _sampling_classes(data: dict, hot_threshold: float) -> dict:
-    """Add ``sampling``: 1 = lesion, 2 = PET-avid tissue outside the lesion (PET ≥ hot_threshold), 0 = rest."""
+    """Add ``sampling``: 1 = lesion, 2 = PET-avid tissue outside the lesion (PET ≥ hot_threshold),
+    0 = rest."""
     label = np.asarray(data["label"]) > 0
     hot = (np.asarray(data["pet"]) >= hot_threshold) & ~label
     classes = label.astype(np.uint8)
@@ -156,8 +157,8 @@ def train_transforms(
             voxel at a uniformly random place within ±f·(patch/2 − 1) voxels of the centre per axis.
 
     Returns:
-        A Compose (run without MetaTensor tracking) that maps one case dict to a list of ``samples_per_volume`` dicts with tensors
-        ``ct``, ``pet``, ``label`` of shape (1, *patch_size).
+        A Compose (run without MetaTensor tracking) that maps one case dict to a list of
+        ``samples_per_volume`` dicts with tensors ``ct``, ``pet``, ``label`` of shape (1, *patch_size).
     """
     patch = tuple(int(p) for p in patch_size)
     if len(patch) != 3 or min(patch) < 1:
