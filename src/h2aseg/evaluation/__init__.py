@@ -1,4 +1,5 @@
-"""Evaluation: per-case metrics (:mod:`.metrics`), summaries and tables (:mod:`.report`), folders (:mod:`.evaluate`).
+"""Evaluation: per-case metrics (:mod:`.metrics`), summaries and tables (:mod:`.report`), folders
+(:mod:`.evaluate`).
 
 The names below are loaded on first use, so that ``h2aseg --help`` does not import scipy or MONAI.
 """

@@ -14,14 +14,13 @@ def add_parser(subparsers) -> None:
         "evaluate",
         help="Dice, HD95, Precision, Recall and challenge metrics of predictions against labels.",
         description=(
-            "Compare label-map predictions (<case_id>.nii.gz or .mha) with the labels, on the label's grid: a "
-            "prediction on another grid that covers the label's field is resampled onto it (nearest neighbour, "
-            "listed in the summary). "
-            "Writes per_case.csv, summary.json and summary.md into --out. Dice, Precision and Recall are "
-            "shown in %, HD95 in mm, autoPET false-positive/negative volumes in ml (18-connectivity). "
-            "When some cases are lesion-free, Dice and HD95 are averaged over lesion-positive cases only "
-            "(AutoPET rule). Cases without a usable prediction, and studies the dataset layout left out, are listed "
-            "and left out; the exit status is then 1 (2 with --strict)."
+            "Compare label-map predictions (<case_id>.nii.gz or .mha) with the labels, on the label's grid: "
+            "a prediction on another grid that covers the label's field is resampled onto it (nearest "
+            "neighbour, listed in the summary). Writes per_case.csv, summary.json and summary.md into --out. "
+            "Dice, Precision and Recall are shown in %, HD95 in mm, autoPET false-positive/negative volumes "
+            "in ml (18-connectivity). When some cases are lesion-free, Dice and HD95 are averaged over "
+            "lesion-positive cases only (AutoPET rule). Cases without a usable prediction, and studies the "
+            "dataset layout left out, are listed and left out; the exit status is then 1 (2 with --strict)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -35,7 +34,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--layout",
         default=None,
-        help="dataset layout of --gt (autopet, hecktor, nnunet, manifest, or auto); omit for a flat label folder",
+        help="dataset layout of --gt (autopet, hecktor, nnunet, manifest, or auto); "
+        "omit for a flat label folder",
     )
     parser.add_argument(
         "--out", type=Path, required=True, help="folder for per_case.csv, summary.json, summary.md"
@@ -45,7 +45,8 @@ def add_parser(subparsers) -> None:
         type=int,
         nargs="+",
         default=[1],
-        help="label values reported per class (e.g. 1 2 for HECKTOR GTVp and GTVn); binary metrics use all > 0",
+        help="label values reported per class (e.g. 1 2 for HECKTOR GTVp and GTVn); "
+        "binary metrics use all > 0",
     )
     parser.add_argument(
         "--cases",

@@ -128,10 +128,10 @@ def _load_pair(
         coverage = field_coverage(pred_image, gt_image)
         if coverage < MIN_COVERAGE:
             raise DataError(
-                f"{case_id}: prediction {pred_path} (shape {pred_image.GetSize()}, spacing {pred_image.GetSpacing()}) "
-                f"covers {coverage:.0%} of the field of the label {gt_path} (shape {gt_image.GetSize()}); "
-                f"at least {MIN_COVERAGE:.0%} is needed: predict this case again (predict --grid ct for labels on "
-                "the CT grid)"
+                f"{case_id}: prediction {pred_path} (shape {pred_image.GetSize()}, spacing "
+                f"{pred_image.GetSpacing()}) covers {coverage:.0%} of the field of the label {gt_path} "
+                f"(shape {gt_image.GetSize()}); at least {MIN_COVERAGE:.0%} is needed: predict this case "
+                "again (predict --grid ct for labels on the CT grid)"
             )
         note = (
             f"{case_id}: prediction on another grid (shape {pred_image.GetSize()}) "
@@ -143,7 +143,8 @@ def _load_pair(
     pred, gt = to_array(pred_image), to_array(gt_image)
     if np.issubdtype(pred.dtype, np.floating) and not np.array_equal(pred, np.round(pred)):
         raise DataError(
-            f"{case_id}: prediction {pred_path} holds non-integer values; save a label map (threshold the probabilities)"
+            f"{case_id}: prediction {pred_path} holds non-integer values; save a label map "
+            "(threshold the probabilities)"
         )
     spacing = tuple(float(v) for v in gt_image.GetSpacing())
     return _Volume(pred, spacing), _Volume(gt, spacing), note
@@ -161,7 +162,8 @@ def evaluate_folders(
     ct_channel: int | None = None,
     pet_channel: int | None = None,
 ) -> dict:
-    """Evaluate every labelled case that has a prediction; write ``per_case.csv``, ``summary.json``, ``summary.md``.
+    """Evaluate every labelled case that has a prediction; write ``per_case.csv``, ``summary.json``,
+    ``summary.md``.
 
     A case whose prediction is missing, unreadable, or does not cover its label's field is reported on
     stderr (one line naming the case and file) and in ``summary["problems"]``, and left out; the rest are
@@ -174,7 +176,8 @@ def evaluate_folders(
     without a label is a problem.
 
     Returns:
-        The :func:`h2aseg.evaluation.report.summarise` dict, plus ``problems``, ``resampled`` and ``settings``.
+        The :func:`h2aseg.evaluation.report.summarise` dict, plus ``problems``,
+        ``resampled`` and ``settings``.
 
     Raises:
         DataError: a folder is missing, no label is found, or no case could be evaluated.
@@ -257,8 +260,8 @@ def evaluate_folders(
     text = summary_markdown(summary, title=f"Evaluation of {pred_dir.name}")
     if resampled:
         text += (
-            f"\n{len(resampled)} prediction(s) on another grid than their label were resampled onto the label "
-            "grid (nearest neighbour) before scoring:\n\n" + "".join(f"- {p}\n" for p in resampled)
+            f"\n{len(resampled)} prediction(s) on another grid than their label were resampled onto the "
+            "label grid (nearest neighbour) before scoring:\n\n" + "".join(f"- {p}\n" for p in resampled)
         )
     if problems:
         text += f"\n{len(problems)} case(s) left out:\n\n" + "".join(f"- {p}\n" for p in problems)

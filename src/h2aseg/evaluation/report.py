@@ -249,7 +249,8 @@ def _json_safe(obj: Any) -> Any:
 
 
 def write_json(obj: Any, path: Path) -> Path:
-    """Write ``obj`` as indented JSON (NaN and inf become ``null``, paths strings); atomic via ``os.replace``."""
+    """Write ``obj`` as indented JSON (NaN and inf become ``null``, paths strings);
+    atomic via ``os.replace``."""
     text = json.dumps(_json_safe(obj), indent=2, allow_nan=False) + "\n"
     return _atomic_write(path, lambda handle: handle.write(text))
 

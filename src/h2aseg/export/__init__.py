@@ -1,1 +1,2 @@
-"""Trained models that travel: model packages (:mod:`.package`) and ONNX / TorchScript export (:mod:`.onnx_export`)."""
+"""Trained models that travel: model packages (:mod:`.package`) and ONNX / TorchScript export
+(:mod:`.onnx_export`)."""

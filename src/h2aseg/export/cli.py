@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
             ok = diff <= args.tolerance
             print(
                 f"wrote {target} (patch {tuple(loaded.patch_size)}, dynamic batch): largest |logit or "
-                f"probability difference| to PyTorch {diff:.2e} on 2 random patches ({'within' if ok else 'ABOVE'} "
-                f"{args.tolerance:g})",
+                f"probability difference| to PyTorch {diff:.2e} on 2 random patches "
+                f"({'within' if ok else 'ABOVE'} {args.tolerance:g})",
                 file=sys.stdout if ok else sys.stderr,
             )
             status = status if ok else 1
@@ -66,9 +66,9 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "export",
         help="package a trained model (zip with model card) and/or export it to ONNX / TorchScript",
-        description="Write a model package (weights, config.yaml, preprocessing.json, metadata.json model card) "
-        "that `h2aseg predict --model` accepts, and/or the eval-mode network as ONNX or TorchScript for one "
-        "patch with a dynamic batch, checked against PyTorch.",
+        description="Write a model package (weights, config.yaml, preprocessing.json, metadata.json model "
+        "card) that `h2aseg predict --model` accepts, and/or the eval-mode network as ONNX or TorchScript "
+        "for one patch with a dynamic batch, checked against PyTorch.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(

@@ -85,7 +85,8 @@ class InstanceNormByMoments(nn.Module):
 
 
 def _moments_norms(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose instance norms (without running statistics) are :class:`InstanceNormByMoments`."""
+    """A copy of ``model`` whose instance norms (without running statistics) are
+    :class:`InstanceNormByMoments`."""
     import copy
 
     model = copy.deepcopy(model)
@@ -179,7 +180,8 @@ def export_torchscript(model: nn.Module, patch: Sequence[int], out: Path) -> Pat
 def check_parity(
     model: nn.Module, patch: Sequence[int], path: Path, batch: int = 2, kind: str = "onnx"
 ) -> float:
-    """Largest |difference| between PyTorch and the exported file, over logits and probabilities, on random patches.
+    """Largest |difference| between PyTorch and the exported file, over logits and probabilities,
+    on random patches.
 
     ``batch`` differs from the export batch (1) on purpose: it checks that the batch axis is dynamic.
     """

@@ -57,7 +57,8 @@ WEIGHTS = "model.pt"
 
 
 def is_package(path: Path) -> bool:
-    """True for a file that is a zip (model packages are zips; checkpoints are torch zips without metadata)."""
+    """True for a file that is a zip (model packages are zips; checkpoints are torch zips without
+    metadata)."""
     path = Path(path)
     if not path.is_file() or not zipfile.is_zipfile(path):
         return False

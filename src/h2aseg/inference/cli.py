@@ -1,4 +1,5 @@
-"""``h2aseg predict``: whole-volume predictions on the original PET (or CT, ``--grid``) grid, one file per case.
+"""``h2aseg predict``: whole-volume predictions on the original PET (or CT, ``--grid``) grid,
+one file per case.
 
 Studies that discovery leaves out (missing files) and studies that fail to read, decode or pass the
 content checks are listed one line each, as ``h2aseg check`` lists them, with their count; the batch goes
@@ -107,9 +108,10 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict",
         help="predict whole volumes with a trained network",
-        description="Sliding-window prediction (Gaussian blending) of whole volumes; labels are written on each "
-        "case's original PET grid (CT grid with --grid ct, the default for HECKTOR) as <case_id>.nii.gz (or .mha). "
-        "Bad cases, and cases the layout left out, are listed and skipped (exit status 1 when any was skipped).",
+        description="Sliding-window prediction (Gaussian blending) of whole volumes; labels are written on "
+        "each case's original PET grid (CT grid with --grid ct, the default for HECKTOR) as <case_id>.nii.gz "
+        "(or .mha). Bad cases, and cases the layout left out, are listed and skipped "
+        "(exit status 1 when any was skipped).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(

@@ -41,16 +41,16 @@ import torch
 from h2aseg.errors import ConfigError
 from h2aseg.inference.precision import autocast_dtype
 
-#: Sliding-window overlap of validation, the benchmark and ``predict`` (nnU-Net's 0.5; MONAI's default is 0.25).
-#: Measured (``benchmarks/results/inference_cpu.md``, 2-core EPYC): 0.5 runs 2–2.9× the windows of 0.25 (200 vs
-#: 84 windows of 128×128×64 on the whole-body study, 36 vs 18 of 32³ on a 64×64×80 study). On two networks
-#: trained on the small-lesion report cohort (H2ASeg and BasicUNet, validation Dice 0.48 and 0.50; 16 test
-#: studies) the labels at 0.25 and 0.5 differ a lot (Dice between them 0.57 and 0.69) and **0.25 loses
+#: Sliding-window overlap of validation, the benchmark and ``predict`` (nnU-Net's 0.5; MONAI's default is
+#: 0.25). Measured (``benchmarks/results/inference_cpu.md``, 2-core EPYC): 0.5 runs 2–2.9× the windows of 0.25
+#: (200 vs 84 windows of 128×128×64 on the whole-body study, 36 vs 18 of 32³ on a 64×64×80 study). On two
+#: networks trained on the small-lesion report cohort (H2ASeg and BasicUNet, validation Dice 0.48 and 0.50; 16
+#: test studies) the labels at 0.25 and 0.5 differ a lot (Dice between them 0.57 and 0.69) and **0.25 loses
 #: detections**: of the components the old exhaustive path (MONAI, fp32, 0.5) finds, 0.25 finds 44 of 63
 #: (H2ASeg) and 61 of 71 (BasicUNet); this core at 0.5 finds 60 of 63 and 71 of 71. Dice to the truth on the
 #: lesion-positive studies is level (H2ASeg 16.5 % at 0.25 and 18.1 % at 0.5; BasicUNet 17.3 % and 16.8 %).
-#: Small lesions near a window border are what a lower overlap misses, so 0.5 is the default; ``--overlap
-#: 0.25`` halves the time where that is acceptable.
+#: Small lesions near a window border are what a lower overlap misses, so 0.5 is the default;
+#: ``--overlap 0.25`` halves the time where that is acceptable.
 DEFAULT_OVERLAP = 0.5
 #: Windows whose PET maximum stays below this SUV are predicted as background without the network.
 DEFAULT_SKIP_SUV = 1.0
@@ -109,9 +109,10 @@ class InferenceSettings:
 
     @property
     def windows_per_call(self) -> int:
-        """``batch``, or sized to the device: on a CPU 2¹⁷ voxels a call (128×128×64 windows one at a time: their
-        convolutions already fill the cores; 32³ four at a time: 0.39 s a window against 0.53 s singly for the
-        demo's 4–64 H2ASeg in bf16, measured round-robin on the 2-core EPYC); on CUDA at least 2, up to 2²⁰ voxels."""
+        """``batch``, or sized to the device: on a CPU 2¹⁷ voxels a call (128×128×64 windows one at a time:
+        their convolutions already fill the cores; 32³ four at a time: 0.39 s a window against 0.53 s singly
+        for the demo's 4–64 H2ASeg in bf16, measured round-robin on the 2-core EPYC); on CUDA at least 2,
+        up to 2²⁰ voxels."""
         if self.batch > 0:
             return self.batch
         voxels = self.patch[0] * self.patch[1] * self.patch[2]
@@ -163,7 +164,8 @@ def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _as_volume(array) -> torch.Tensor:
-    """(X, Y, Z), (1, X, Y, Z) or (1, 1, X, Y, Z) array/tensor -> (X, Y, Z) float32 CPU tensor (no copy if it can)."""
+    """(X, Y, Z), (1, X, Y, Z) or (1, 1, X, Y, Z) array/tensor -> (X, Y, Z) float32 CPU tensor
+    (no copy if it can)."""
     tensor = torch.as_tensor(array)
     while tensor.dim() > 3:
         if tensor.shape[0] != 1:
@@ -319,7 +321,8 @@ def probabilities_to_label(probabilities: torch.Tensor) -> torch.Tensor:
 
 
 def foreground_from_probabilities(probabilities: torch.Tensor) -> torch.Tensor:
-    """(K, ...) class probabilities -> (...) foreground probability: the channel for K = 1, 1 − background else.
+    """(K, ...) class probabilities -> (...) foreground probability: the channel for K = 1,
+    1 − background else.
 
     Thresholding it at 0.5 gives the label of :func:`probabilities_to_label` for K = 1 (and any non-background
     class beats background wherever it is above 0.5 for K > 1).
@@ -330,7 +333,8 @@ def foreground_from_probabilities(probabilities: torch.Tensor) -> torch.Tensor:
 
 
 def settings_for(patch: Sequence[int], suv_scale: float = 10.0, **options) -> InferenceSettings:
-    """Settings for a run's patch and preprocessing, with any of the other fields given (None: the default)."""
+    """Settings for a run's patch and preprocessing, with any of the other fields given
+    (None: the default)."""
     return InferenceSettings(tuple(patch), suv_scale=suv_scale).with_(**options)
 
 

@@ -103,7 +103,8 @@ def require_dicom():
 
 
 def read_series(folder: Path) -> list[Dataset]:
-    """Headers of the largest DICOM series in ``folder`` (no pixels), sorted along the slice normal as ITK sorts."""
+    """Headers of the largest DICOM series in ``folder`` (no pixels),
+    sorted along the slice normal as ITK sorts."""
     series: dict[str, list[Dataset]] = {}
     for file in sorted(Path(folder).iterdir()):
         try:
@@ -161,7 +162,8 @@ def write_seg(
     model_name: str = "h2aseg",
     description: str = "",
 ) -> Path:
-    """Write ``label`` (values = ``labels[i].value``, on the PET grid) as a DICOM SEG referencing ``pet_dir``."""
+    """Write ``label`` (values = ``labels[i].value``, on the PET grid) as a DICOM SEG referencing
+    ``pet_dir``."""
     hd = require_dicom()
     from pydicom.sr.codedict import codes
 
@@ -208,7 +210,8 @@ def write_seg(
 
 
 def _contours(mask2d: np.ndarray) -> list[np.ndarray]:
-    """Closed contours (N, 2) of a (rows, columns) mask in (column, row) index coordinates, no repeated end."""
+    """Closed contours (N, 2) of a (rows, columns) mask in (column, row) index coordinates,
+    no repeated end."""
     import contourpy
 
     padded = np.pad(mask2d.astype(np.float64), 1)

@@ -109,7 +109,8 @@ class OnGrid:
 
 
 def apply_input_options(loaded, args: argparse.Namespace) -> None:
-    """Content-check opt-outs and the voxel limit: the command line's, else those the model was trained with."""
+    """Content-check opt-outs and the voxel limit: the command line's,
+    else those the model was trained with."""
     from h2aseg.data.cli import skipped_checks
 
     data = loaded.config.data

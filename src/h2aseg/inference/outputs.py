@@ -39,7 +39,8 @@ CONNECTIVITY_18 = ndimage.generate_binary_structure(3, 2)
 
 
 def parse_formats(values: list[str] | str) -> tuple[str, ...]:
-    """``"nifti,dicom-seg"`` or ``["nifti", "rtstruct"]`` -> the formats in order, each once; ConfigError else."""
+    """``"nifti,dicom-seg"`` or ``["nifti", "rtstruct"]`` -> the formats in order, each once;
+    ConfigError else."""
     items = [values] if isinstance(values, str) else list(values)
     formats: list[str] = []
     for item in items:

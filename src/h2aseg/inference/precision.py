@@ -30,7 +30,8 @@ _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """True when the CPU flags list AVX512-BF16 or AMX-BF16 (Linux ``/proc/cpuinfo``; elsewhere oneDNN's check)."""
+    """True when the CPU flags list AVX512-BF16 or AMX-BF16
+    (Linux ``/proc/cpuinfo``; elsewhere oneDNN's check)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:

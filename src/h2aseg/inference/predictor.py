@@ -85,8 +85,9 @@ def resolve_checkpoint(path: Path) -> Path:
 def load_trained_model(
     path: Path, device: torch.device | str = "cpu", channels_last: bool = False
 ) -> LoadedModel:
-    """The network of a run folder or checkpoint, in eval mode on ``device``; ``channels_last`` stores its weights
-    channels-last (pair it with ``InferenceSettings.channels_last``; slower for H2ASeg on our CPU, see there)."""
+    """The network of a run folder or checkpoint, in eval mode on ``device``; ``channels_last`` stores its
+    weights channels-last (pair it with ``InferenceSettings.channels_last``; slower for H2ASeg on our CPU,
+    see there)."""
     checkpoint = resolve_checkpoint(path)
     state = load_checkpoint(checkpoint)
     config = RunConfig.from_dict(state["config"])
@@ -100,7 +101,8 @@ def load_trained_model(
 
 @dataclass
 class PredictOptions:
-    """How ``predict`` runs; None / 0 fields take the inference core's defaults (:mod:`h2aseg.inference.core`).
+    """How ``predict`` runs; None / 0 fields take the inference core's defaults
+    (:mod:`h2aseg.inference.core`).
 
     ``skip_suv``: windows whose PET maximum stays below this SUV are background without the network
     (None: every window runs, the exhaustive path). ``precision``: auto | fp32 | bf16 | fp16.
@@ -219,7 +221,8 @@ def format_timings(timings: dict) -> str:
 
 
 def threshold_mask(case: Case, method: str) -> sitk.Image:
-    """A training-free SUV rule (``THRESHOLD_METHODS``) applied on the case's own PET grid (SUV, DICOM too)."""
+    """A training-free SUV rule (``THRESHOLD_METHODS``) applied on the case's own PET grid
+    (SUV, DICOM too)."""
     pet = read_pet(case.pet)
     return from_array(THRESHOLD_METHODS[method](to_array(pet), spacing=pet.GetSpacing()), pet)
 
