@@ -2,10 +2,12 @@
 
 Everything lands under one folder::
 
-    OUT/cohort/              synthetic AutoPET-II-like studies (the real on-disk layout), realistic lesion sizes
+    OUT/cohort/              synthetic AutoPET-II-like studies (the real on-disk layout), realistic lesion
+                             sizes
     OUT/run/                 the H2ASeg run (config.yaml, splits.json, checkpoints, metrics.csv, train.log)
     OUT/compare/<model>/     each comparison network's run (default: MONAI's BasicUNet), same split and budget
-    OUT/predictions/         test-split labels on each study's PET grid; OUT/compare_predictions/<model>/ likewise
+    OUT/predictions/         test-split labels on each study's PET grid; OUT/compare_predictions/<model>/
+                             likewise
     OUT/threshold/           the SUV >= 2.5 reference on the same studies
     OUT/evaluation/          per-case CSV and summary of the network; OUT/evaluation_<model>/ and
                              OUT/evaluation_threshold/ likewise
@@ -227,24 +229,25 @@ def write_report(
     main = args.models[0]
     dice = summaries[main]["metrics"]["dice"]
     trained = "; ".join(
-        f"`{m}` ({parameters[m]:,} parameters): {r['steps']} steps in {r['seconds'] / 60:.1f} min, best validation Dice "
-        f"{r['best_metric'] if r['best_metric'] is not None else float('nan'):.3f}"
+        f"`{m}` ({parameters[m]:,} parameters): {r['steps']} steps in {r['seconds'] / 60:.1f} min, best "
+        f"validation Dice {r['best_metric'] if r['best_metric'] is not None else float('nan'):.3f}"
         for m, r in results.items()
     )
     lines = [
         "# h2aseg demo report",
         "",
         f"Synthetic AutoPET-II-like cohort of {args.cases} studies (seed {args.seed}, lesion sizes "
-        f"`{args.lesion_sizes}`); patient-grouped split {n_split['train']}/{n_split['val']}/{n_split['test']} "
-        f"(train/val/test). Trained side by side for {args.minutes:g} min each, the CPU cores shared equally: {trained}.",
+        f"`{args.lesion_sizes}`); patient-grouped split "
+        f"{n_split['train']}/{n_split['val']}/{n_split['test']} (train/val/test). Trained side by side for "
+        f"{args.minutes:g} min each, the CPU cores shared equally: {trained}.",
         "",
         "Settings: `h2aseg train --protocol cpu` (patch 32³, batch 2, Adam lr 1e-3 with the poly schedule, "
-        "gradient-norm cap 12, no rotation, the lesion within ±7 voxels of the patch centre, dropout 0; the H2ASeg "
-        f"family at channels {tuple(args.channels)}), not the paper's 200 GPU epochs.",
+        "gradient-norm cap 12, no rotation, the lesion within ±7 voxels of the patch centre, dropout 0; the "
+        f"H2ASeg family at channels {tuple(args.channels)}), not the paper's 200 GPU epochs.",
         "",
-        f"**{main} test Dice over lesion-positive studies: {100 * dice['mean']:.1f} ± {100 * dice['std']:.1f} %** "
-        f"(n = {dice['n']}). Dice and HD95 follow the AutoPET rule (lesion-positive studies only); the other "
-        "columns cover all test studies. Mean ± std over studies.",
+        f"**{main} test Dice over lesion-positive studies: {100 * dice['mean']:.1f} ± "
+        f"{100 * dice['std']:.1f} %** (n = {dice['n']}). Dice and HD95 follow the AutoPET rule "
+        "(lesion-positive studies only); the other columns cover all test studies. Mean ± std over studies.",
         "",
         "| " + " | ".join(TABLE_HEADER) + " |",
         "|" + "---|" * len(TABLE_HEADER),
@@ -262,8 +265,8 @@ def write_report(
         "",
         "## Pictures",
         "",
-        f"PET maximum-intensity projections of `{main}`'s predictions (inverted grey, SUV 0–10): true positive "
-        "red, false negative blue, false positive yellow (as in the paper's Fig. 3).",
+        f"PET maximum-intensity projections of `{main}`'s predictions (inverted grey, SUV 0–10): true "
+        "positive red, false negative blue, false positive yellow (as in the paper's Fig. 3).",
         "",
         *[f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in figures],
         "",

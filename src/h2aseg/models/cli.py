@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
         return 0
     print(
-        f"{info['model']}: {info['parameters']:,} parameters ({info['parameters'] / 1e6:.2f} M) at patch {tuple(args.patch)}"
+        f"{info['model']}: {info['parameters']:,} parameters "
+        f"({info['parameters'] / 1e6:.2f} M) at patch {tuple(args.patch)}"
     )
     for part, count in info["parameters_by_part"].items():
         print(f"  {part:16s} {count:>12,}")

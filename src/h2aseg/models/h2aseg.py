@@ -43,7 +43,8 @@ PAPER_PATCH: Size3 = (128, 128, 64)
 
 
 def foreground_probability(logits: torch.Tensor) -> torch.Tensor:
-    """P̃ from logits (B, K, ...): sigmoid for one channel, 1 − softmax(background) for K > 1 -> (B, 1, ...)."""
+    """P̃ from logits (B, K, ...): sigmoid for one channel, 1 − softmax(background) for K > 1
+    -> (B, 1, ...)."""
     if logits.shape[1] == 1:
         return torch.sigmoid(logits)
     return 1.0 - torch.softmax(logits, dim=1)[:, :1]
@@ -63,7 +64,8 @@ class H2ASeg(nn.Module):
             numbers) has no attention there, and because level 1 is the costliest place for it: at
             128×128×64 it is 4,096 windows per patch and modality. Measured: +48,368 parameters and about
             1.3× the training-step time at 64×64×32 on 2 CPU cores. ``mcsa_levels=(1, 2, 3, 4, 5)`` gives
-            the paper's wording; :mod:`h2aseg.models.h2aseg_release` gives the release (levels 2–5, 4–5 global).
+            the paper's wording; :mod:`h2aseg.models.h2aseg_release` gives the release (levels 2–5,
+            4–5 global).
         use_mcsa: switch MCSA off for the Table 2 ablation (then F^k = E^k).
         use_tamw: switch TAMW off for the Table 2 ablation (then plain concatenated skips).
         patch_size: training patch (H, W, D); decides which MCSA levels need inter-window pooling and
@@ -202,7 +204,8 @@ class H2ASeg(nn.Module):
     def forward(
         self, ct: torch.Tensor, pet: torch.Tensor, deep_supervision: bool | None = None
     ) -> torch.Tensor | list[torch.Tensor]:
-        """ct, pet: (B, in_channels, H, W, D) -> P^1 (B, num_classes, H, W, D), or [P^1..P^5] (see class doc)."""
+        """ct, pet: (B, in_channels, H, W, D) -> P^1 (B, num_classes, H, W, D), or [P^1..P^5]
+        (see class doc)."""
         if ct.shape != pet.shape:
             raise ValueError(f"CT {tuple(ct.shape)} and PET {tuple(pet.shape)} must have one shape")
         if any(s % 16 for s in ct.shape[2:]):

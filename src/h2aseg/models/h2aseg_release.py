@@ -1,9 +1,11 @@
-"""``h2aseg_release``: the network the authors released (GitHub JinPLu/H2ASeg, ``model/``), which produced Table 1.
+"""``h2aseg_release``: the network the authors released (GitHub JinPLu/H2ASeg, ``model/``),
+which produced Table 1.
 
-It computes what the release's ``H2ASeg(patch_size, in_channels, n_classes)`` computes (same layers, same order,
-same parameter shapes: 7,164,869 parameters at channels 8–128 with 1 input channel and 2 classes), written anew;
-weights trained with the release's ``train.py`` load into it through :mod:`h2aseg.models.release_import`. Where it
-departs from the paper's text and from :mod:`h2aseg.models.h2aseg` is listed in ``docs/fidelity.md``; in short::
+It computes what the release's ``H2ASeg(patch_size, in_channels, n_classes)`` computes (same layers, same
+order, same parameter shapes: 7,164,869 parameters at channels 8–128 with 1 input channel and 2 classes),
+written anew; weights trained with the release's ``train.py`` load into it through
+:mod:`h2aseg.models.release_import`. Where it departs from the paper's text and from
+:mod:`h2aseg.models.h2aseg` is listed in ``docs/fidelity.md``; in short::
 
     CT, PET -> stem (conv3-IN-PReLU-Dropout3d-conv3, + conv3 skip)                      level 1, no attention
             -> pre-activated residual block, stride 2 (3×3×3 pre-activated skip)       levels 2..5, each then
@@ -28,8 +30,8 @@ weights the training-mode outputs agree too (``benchmarks/release_equivalence.py
 affine parameters and the global average pool of TAMW is a mean over the whole map (the release pools with a
 kernel of the level's size at the training patch, the same thing at that patch and undefined at any other).
 Blocks shared with :mod:`h2aseg.models.h2aseg`: :func:`~h2aseg.models.blocks.norm_act`, the window
-partition of :mod:`h2aseg.models.mcsa` and :class:`~h2aseg.models.tamw.ChannelWeights`; the residual blocks and
-BDSA differ in what they compute and are defined here.
+partition of :mod:`h2aseg.models.mcsa` and :class:`~h2aseg.models.tamw.ChannelWeights`; the residual blocks
+and BDSA differ in what they compute and are defined here.
 """
 
 from __future__ import annotations
@@ -182,7 +184,8 @@ class ReleaseAttentionUnit(nn.Module):
 class ReleaseBDSA(nn.Module):
     """The release's bi-directional attention: one :class:`ReleaseAttentionUnit` per target modality.
 
-    Shapes: ``forward(ct, pet)``: (B, C, h, w, d) each -> (ct', pet'); CT's unit runs first, as in the release.
+    Shapes: ``forward(ct, pet)``: (B, C, h, w, d) each -> (ct', pet'); CT's unit runs first,
+    as in the release.
     """
 
     def __init__(self, channels: int, qk_reduction: int, dropout: float, residual: bool) -> None:
@@ -202,7 +205,8 @@ class ReleaseMCSA(nn.Module):
 
     Args:
         channels: C^k.
-        window_size: (Hw, Ww, Dw) of the intra-window step; the inter-window pool is min(window) on every axis.
+        window_size: (Hw, Ww, Dw) of the intra-window step; the inter-window pool is min(window) on every
+            axis.
         dropout: attention dropout.
 
     Shapes: ``forward(ct, pet)``: (B, C, H, W, D) each, sides divisible by the window and the pool -> same.
@@ -279,9 +283,9 @@ def check_release_patch(patch: Sequence[int], window: Size3) -> Size3:
         ok = ok and all(s % w == 0 and s % pool == 0 for s, w in zip(size, window))
     if not ok:
         raise ConfigError(
-            f"patch {patch} is not usable for h2aseg_release with window {tuple(window)}: each side must be a multiple "
-            f"of 16, and at levels 2 and 3 (patch / 2, patch / 4) a multiple of the window and of {pool}, "
-            "e.g. 128 128 64, 64 64 32 or 32 32 16"
+            f"patch {patch} is not usable for h2aseg_release with window {tuple(window)}: each side must be "
+            "a multiple of 16, and at levels 2 and 3 (patch / 2, patch / 4) a multiple of the window and of "
+            f"{pool}, e.g. 128 128 64, 64 64 32 or 32 32 16"
         )
     return patch  # type: ignore[return-value]
 
@@ -330,7 +334,8 @@ class H2ASegRelease(nn.Module):
             self.attention[str(k)] = ReleaseMCSA(channels[k - 1], window, attention_dropout)
         for k in GLOBAL_LEVELS:
             self.attention[str(k)] = ReleaseBDSA(channels[k - 1], 1, attention_dropout, residual=True)
-        # Modules in the release's order (decoder blocks, TAMWs, heads from level 5), so state dicts list alike.
+        # Modules in the release's order (decoder blocks, TAMWs, heads from level 5),
+        # so state dicts list alike.
         self.decode = nn.ModuleDict(
             {
                 str(k): ReleaseResidualBlock(
@@ -404,7 +409,8 @@ class H2ASegRelease(nn.Module):
 
 register_model(
     "h2aseg_release",
-    description="H2ASeg as the authors released it (the network behind Table 1; 7,164,869 parameters at 2 classes)",
+    description="H2ASeg as the authors released it (the network behind Table 1; 7,164,869 parameters at 2 "
+    "classes)",
     uses_patch_size=True,
     deep_supervision=True,
 )(H2ASegRelease)

@@ -138,7 +138,8 @@ def export_state_dict(model: torch.nn.Module) -> dict:
 
 # ------------------------------------------------------------------------------------------------- reading
 def read_release_state(path: Path) -> dict[str, torch.Tensor]:
-    """A release state dict from ``path``: the plain dict, or one held under a common key, ``module.`` stripped."""
+    """A release state dict from ``path``: the plain dict, or one held under a common key,
+    ``module.`` stripped."""
     path = Path(path)
     if not path.is_file():
         raise DataError(
@@ -186,7 +187,8 @@ def architecture_of(state: Mapping[str, torch.Tensor]) -> dict:
 def import_release(
     checkpoint: Path, patch: tuple[int, int, int], out_dir: Path, window: tuple[int, int, int] = (8, 8, 4)
 ) -> Path:
-    """Write ``out_dir`` (config.yaml, best.pt, train_summary.json) from a release checkpoint; returns best.pt."""
+    """Write ``out_dir`` (config.yaml, best.pt, train_summary.json) from a release checkpoint;
+    returns best.pt."""
     out_dir = Path(out_dir)
     if (out_dir / "best.pt").exists() or (out_dir / "last.pt").exists():
         raise ConfigError(f"{out_dir} already holds a run: choose another --out")
@@ -233,7 +235,8 @@ def import_release(
 def run(args: argparse.Namespace) -> int:
     best = import_release(Path(args.checkpoint), tuple(args.patch), Path(args.out), tuple(args.window))
     print(
-        f"imported {args.checkpoint} as h2aseg_release into {best.parent} (predict with --model {best.parent})"
+        f"imported {args.checkpoint} as h2aseg_release into {best.parent} "
+        f"(predict with --model {best.parent})"
     )
     return 0
 
@@ -242,9 +245,9 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
         "import-release",
         help="turn weights trained with the authors' release into a run folder",
-        description="Read a state dict saved by the H2ASeg release's train.py (weights_only), map its keys onto "
-        "h2aseg_release and write a run folder that predict, evaluate and benchmark accept. In a benchmark, "
-        "import into OUT/runs/<id>/seed<N> with a models row 'name: h2aseg_release, id: <id>'.",
+        description="Read a state dict saved by the H2ASeg release's train.py (weights_only), map its keys "
+        "onto h2aseg_release and write a run folder that predict, evaluate and benchmark accept. In a "
+        "benchmark, import into OUT/runs/<id>/seed<N> with a models row 'name: h2aseg_release, id: <id>'.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--checkpoint", required=True, type=Path, help="the release's .pth state dict")

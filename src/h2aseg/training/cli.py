@@ -172,7 +172,8 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hot-negatives-suv",
         type=float,
-        help="also centre negative crops on non-lesion uptake >= this SUV (default: off, the paper's sampling)",
+        help="also centre negative crops on non-lesion uptake >= this SUV "
+        "(default: off, the paper's sampling)",
     )
     parser.add_argument(
         "--compile",

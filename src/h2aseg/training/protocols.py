@@ -5,9 +5,9 @@ every option still overrides it; the run's ``config.yaml`` records the protocol'
 set, so a run is reproducible from its folder alone.
 
 - ``paper`` (default): the paper's Sec. 3.1 settings as written (the dataclass defaults).
-- ``release``: what the authors' ``train.py`` does (batches of 2 volumes × 2 crops, rotation by any axial angle,
-  softmax CE + Dice with background on 2 classes, dropout 0.5); with ``--model h2aseg_release`` it trains
-  the network behind Table 1 (see ``docs/fidelity.md``).
+- ``release``: what the authors' ``train.py`` does (batches of 2 volumes × 2 crops, rotation by any axial
+  angle, softmax CE + Dice with background on 2 classes, dropout 0.5); with ``--model h2aseg_release`` it
+  trains the network behind Table 1 (see ``docs/fidelity.md``).
 - ``cpu``: the recipe that trains H2ASeg in minutes on two CPU cores (the demo's), measured in
   ``benchmarks/results/small_lesions.md``.
 
@@ -64,8 +64,9 @@ H2ASEG_FAMILY = ("h2aseg", "h2aseg_no_mcsa", "h2aseg_no_tamw", "dual_resunet3d")
 register_protocol(
     Protocol(
         "cpu",
-        "minutes on a CPU (the demo's): patch 32x32x32, batch 2, Adam lr 1e-3 with the poly schedule, gradient cap 12, "
-        "no rotation, lesion within +-7 voxels of the patch centre, channels-last, dropout 0, H2ASeg family at channels 4-64",
+        "minutes on a CPU (the demo's): patch 32x32x32, batch 2, Adam lr 1e-3 with the poly schedule, "
+        "gradient cap 12, no rotation, lesion within +-7 voxels of the patch centre, channels-last, "
+        "dropout 0, H2ASeg family at channels 4-64",
         train={
             "patch": [32, 32, 32],
             "batch": 2,
@@ -80,18 +81,19 @@ register_protocol(
     )
 )
 
-#: MONAI's ``RandRotated(range_z=45)`` in the release's train.py reads 45 as radians: angles uniform in ±45 rad,
-#: which wrap round the circle 14.3 times, so every axial angle occurs (densities within 5 % of uniform).
+#: MONAI's ``RandRotated(range_z=45)`` in the release's train.py reads 45 as radians: angles uniform in ±45
+#: rad, which wrap round the circle 14.3 times, so every axial angle occurs (densities within 5 % of uniform).
 #: ±180° gives every angle with exactly uniform density.
 RELEASE_ROTATE_DEGREES = 180.0
 
 register_protocol(
     Protocol(
         "release",
-        "the authors' train.py (the run behind Table 1): 2 volumes x 2 crops = 4 patches per step, centred pos 1 / "
-        "neg 1 crops, axial rotation p 0.8 by any angle (+-180 deg; MONAI reads the release's range_z=45 as "
-        "radians), 2-class softmax CE + Dice with background, dropout 0.5 (H2ASeg family and h2aseg_release), Adam lr 1e-4, weight "
-        "decay 1e-5, x0.99 per epoch, 200 epochs, patch 128x128x64; use --model h2aseg_release for the release's network",
+        "the authors' train.py (the run behind Table 1): 2 volumes x 2 crops = 4 patches per step, centred "
+        "pos 1 / neg 1 crops, axial rotation p 0.8 by any angle (+-180 deg; MONAI reads the release's "
+        "range_z=45 as radians), 2-class softmax CE + Dice with background, dropout 0.5 (H2ASeg family and "
+        "h2aseg_release), Adam lr 1e-4, weight decay 1e-5, x0.99 per epoch, 200 epochs, patch 128x128x64; "
+        "use --model h2aseg_release for the release's network",
         train={
             "epochs": 200,
             "batch": 4,

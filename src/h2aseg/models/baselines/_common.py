@@ -71,5 +71,6 @@ def check_divisible(patch_size: Size3, divisor: int, network: str) -> None:
     """Raise ``ValueError`` unless every side of ``patch_size`` is a multiple of ``divisor``."""
     if any(s % divisor for s in patch_size):
         raise ValueError(
-            f"{network} needs every side of the patch to be a multiple of {divisor}; got patch_size={patch_size}"
+            f"{network} needs every side of the patch to be a multiple of {divisor}; "
+            f"got patch_size={patch_size}"
         )

@@ -112,7 +112,8 @@ class VNet(nn.Module):
         check_dropout(dropout)
         if channels % in_channels:
             raise ValueError(
-                f"VNet needs channels to be a multiple of its input channels; got {channels} and {in_channels}"
+                "VNet needs channels to be a multiple of its input channels; "
+                f"got {channels} and {in_channels}"
             )
         act = ("elu", {"inplace": True})
         c = channels
@@ -249,7 +250,8 @@ def swinunetr(
         check_positive("num_heads", heads)
         if (feature_size * 2**stage) % heads:
             raise ValueError(
-                f"SwinUNETR stage {stage + 1} has {feature_size * 2**stage} channels, not divisible by {heads} heads"
+                f"SwinUNETR stage {stage + 1} has {feature_size * 2**stage} channels, "
+                f"not divisible by {heads} heads"
             )
     net = SwinUNETR(
         in_channels=2 * in_channels,
@@ -401,7 +403,8 @@ class NNUNet(nn.Module):
 
 @register_model(
     "nnunet",
-    description="nnU-Net (MONAI DynUNet, topology planned from patch and spacing), CT and PET as two channels",
+    description="nnU-Net (MONAI DynUNet, topology planned from patch and spacing), "
+    "CT and PET as two channels",
     uses_patch_size=True,
     deep_supervision=True,
 )

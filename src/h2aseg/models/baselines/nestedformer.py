@@ -1,4 +1,5 @@
-"""NestedFormer (Xing et al., MICCAI 2022) for two modalities, CT and PET, written from the paper's description.
+"""NestedFormer (Xing et al., MICCAI 2022) for two modalities, CT and PET,
+written from the paper's description.
 
 The paper: one encoder per modality, a Nested Modality-aware Feature Aggregation (NMaFA) of the
 deepest features — a tri-orientated spatial-attention transformer (TSAT) for long-range dependencies
@@ -277,7 +278,8 @@ class NestedFormer(nn.Module):
         channels = check_channels(channels)
         if channels[-1] % num_heads:
             raise ValueError(
-                f"NestedFormer needs num_heads to divide the deepest width; got {num_heads} and {channels[-1]}"
+                "NestedFormer needs num_heads to divide the deepest width; "
+                f"got {num_heads} and {channels[-1]}"
             )
         m = len(MODALITIES)
         self.encoders = nn.ModuleDict(

@@ -1,4 +1,5 @@
-"""SDB: the multi-modal co-learning network of Xue et al. (IEEE TMI 2021), written from the paper's description.
+"""SDB: the multi-modal co-learning network of Xue et al. (IEEE TMI 2021),
+written from the paper's description.
 
 The paper: a dual encoder (PET and CT) whose down-sampling blocks are *shared* between the two branches,
 so that features interact across modalities at every change of scale; two separate decoding
@@ -7,7 +8,8 @@ maps that weight the modalities voxel by voxel (after Kumar et al.'s co-learned 
 similarity loss that keeps the branches' predictions consistent. ::
 
     level 1:   CT -> Block_ct -> E_ct^1          PET -> Block_pet -> E_pet^1
-    level k:   concat(E_ct^{k-1}, E_pet^{k-1}) -> SharedDown_k -> split -> Block_ct / Block_pet -> E_ct^k, E_pet^k
+    level k:   concat(E_ct^{k-1}, E_pet^{k-1}) -> SharedDown_k -> split -> Block_ct / Block_pet
+               -> E_ct^k, E_pet^k
     decoders:  Dec_ct(E_ct) -> D_ct^1..5        Dec_pet(E_pet) -> D_pet^1..5
     fusion:    w = softmax_m( Σ_k up(Conv1(concat(D_ct^k, D_pet^k))) )   (2 maps, one per modality)
                P = head(Block(w_ct·D_ct^1 + w_pet·D_pet^1))
