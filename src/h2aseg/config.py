@@ -1,6 +1,6 @@
 """One config object for a run: data, model and training settings, with YAML in and out.
 
-Defaults are the paper's protocol (Sec. 3.1; DESIGN.md §3): Adam, lr 1e-4, weight decay 1e-5, 200
+Defaults are the paper's protocol (Sec. 3.1; docs/architecture.md §3): Adam, lr 1e-4, weight decay 1e-5, 200
 epochs, batch 2, patch 128×128×64, lr × 0.99 per epoch, RandCropByPosNegLabel with 2 samples per volume,
 axial rotation ±45° with p = 0.8. A run folder keeps the resolved config as ``config.yaml``.
 

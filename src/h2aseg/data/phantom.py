@@ -7,7 +7,7 @@ z: feet → head, origin at the field centre): 256 × 256 × 384 mm for the whol
 phantom, 224 × 224 × 208 mm for the head-and-neck (HECKTOR-like) one. A field of another size is
 mapped onto the canonical frame, so small test volumes hold a shrunk but complete body.
 
-What makes the cohort need both modalities (DESIGN.md §6):
+What makes the cohort need both modalities (docs/architecture.md §6):
 
 - organs that are hot on PET: brain, myocardium (variable), kidneys, bladder, liver/spleen just
   below the SUV 2.5 threshold (noise pushes parts above it), tonsils and salivary glands;

@@ -186,8 +186,8 @@ def export_package(
     metrics_file: Path | None = None,
 ) -> dict:
     """Write the package of ``run_dir`` to ``out`` (atomically); returns its metadata."""
+    from h2aseg.checkpoint import load_checkpoint
     from h2aseg.inference.predictor import preprocess_config_for, resolve_checkpoint
-    from h2aseg.training.checkpoint import load_checkpoint
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from h2aseg.atomic import atomic_write_text
+from h2aseg.checkpoint import save_checkpoint
 from h2aseg.config import RunConfig
 from h2aseg.errors import ConfigError, DataError
 from h2aseg.models.registry import build_model
-from h2aseg.training.checkpoint import save_checkpoint
 
 #: Release parameter name -> h2aseg_release parameter name. ``{k}`` is a level digit, ``{i}`` a digit,
 #: ``{m}`` ct|pet, ``{w}`` fore|back, ``{rest}`` the remaining dotted path (kept as it is); ``{proj}`` and

@@ -2,7 +2,7 @@
 
 The single-modality networks (``resunet3d_pet``, ``resunet3d_ct``) are not rows of the paper's Table 1;
 they are the same network fed one modality, so that a table shows how much the fusion of PET and CT
-is worth on a given cohort (docs/design.md §6).
+is worth on a given cohort (docs/architecture.md §6).
 """
 
 from __future__ import annotations
