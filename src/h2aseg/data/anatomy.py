@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
+from h2aseg.constants import AIR_HU
 from h2aseg.data.phantom import (
-    AIR_HU,
     FAT_HU,
     LESION_SIZE_PRESETS,
     LUNG_HU,

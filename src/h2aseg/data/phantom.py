@@ -48,6 +48,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from scipy import ndimage
 
+from h2aseg.constants import AIR_HU
+
 __all__ = [
     "Canvas",
     "PatientParams",
@@ -61,7 +63,7 @@ __all__ = [
     "LESION_SIZE_PRESETS",
 ]
 
-FAT_HU, MUSCLE_HU, SOFT_HU, LUNG_HU, AIR_HU = -100.0, 50.0, 38.0, -850.0, -1000.0
+FAT_HU, MUSCLE_HU, SOFT_HU, LUNG_HU = -100.0, 50.0, 38.0, -850.0
 
 
 @dataclass
