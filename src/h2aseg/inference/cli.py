@@ -9,7 +9,6 @@ on, and the exit status is 1 when anything was skipped.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -22,12 +21,11 @@ from h2aseg.inference.core import DEFAULT_OVERLAP
 from h2aseg.inference.grid import OnGrid, add_grid_option, apply_input_options, choose_grid
 from h2aseg.inference.outputs import add_output_options, label_writer, usable_cases, write_predict_record
 from h2aseg.inference.predictor import (
-    PredictOptions,
     add_inference_options,
     format_timings,
-    inference_option_values,
     load_trained_model,
     predict_cases,
+    predict_options,
 )
 
 
@@ -84,10 +82,7 @@ def run(args: argparse.Namespace) -> int:
     writer = OnGrid(label_writer(args, loaded), grid)
     cases, unusable = usable_cases(writer, cases)
     problems += unusable
-    options = PredictOptions(
-        args.overlap, args.mirror, args.save_probabilities, args.ending, str(device), write_label=writer
-    )
-    options = dataclasses.replace(options, **inference_option_values(args))
+    options = predict_options(args, device=str(device), write_label=writer)
     written, failed = predict_cases(loaded, cases, Path(args.out), options, progress=not args.no_progress)
     if options.timings is not None:
         print(f"stages: {format_timings(options.timings)}")
@@ -142,6 +137,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--ending",
+        dest="file_ending",
         choices=(".nii.gz", ".mha"),
         default=".nii.gz",
         help="label file type when --format is not given; file type of --save-probabilities",

@@ -224,7 +224,9 @@ def add_output_options(parser) -> None:
 def label_writer(args, loaded) -> LabelWriter:
     """The :class:`LabelWriter` of parsed ``predict`` arguments and a loaded model."""
     formats = (
-        parse_formats(args.format) if args.format else (("mha",) if args.ending == ".mha" else ("nifti",))
+        parse_formats(args.format)
+        if args.format
+        else (("mha",) if args.file_ending == ".mha" else ("nifti",))
     )
     return LabelWriter(
         formats,

@@ -124,17 +124,20 @@ class PredictOptions:
     timings: dict | None = None
 
 
+#: Fields ``predict`` passes to the inference core by name (the others are the model's or fixed).
+SHARED_FIELDS: tuple[str, ...] = tuple(
+    f.name
+    for f in dataclasses.fields(PredictOptions)
+    if f.name in {g.name for g in dataclasses.fields(InferenceSettings)}
+)
+
+
 def inference_settings(loaded: LoadedModel, options: PredictOptions) -> InferenceSettings:
-    """The core's settings for a loaded network and ``predict`` options."""
-    settings = settings_for(
-        loaded.patch_size,
-        loaded.preprocess.suv_scale,
-        overlap=options.overlap,
-        mirror=options.mirror,
-        device=str(options.device),
-        precision=options.precision,
-        batch=options.batch or None,
-    )
+    """The core's settings for a loaded network and ``predict`` options: every field of both classes by
+    name; None (and a 0 batch) keep the core's default, except ``skip_suv`` where None runs every window."""
+    values = {name: getattr(options, name) for name in SHARED_FIELDS}
+    values.update(device=str(options.device), batch=options.batch or None)
+    settings = settings_for(loaded.patch_size, loaded.preprocess.suv_scale, **values)
     return dataclasses.replace(settings, skip_suv=options.skip_suv)
 
 
@@ -195,7 +198,12 @@ def add_inference_options(parser) -> None:
     )
     parser.add_argument("--no-skip", action="store_true", help="run the network on every window (exhaustive)")
     parser.add_argument(
-        "--window-batch", type=int, default=0, help="windows per network call (0: sized to the device)"
+        "--window-batch",
+        dest="batch",
+        metavar="WINDOW_BATCH",
+        type=int,
+        default=0,
+        help="windows per network call (0: sized to the device)",
     )
     parser.add_argument(
         "--timings",
@@ -204,14 +212,27 @@ def add_inference_options(parser) -> None:
     )
 
 
-def inference_option_values(args) -> dict:
-    """PredictOptions fields from the options of :func:`add_inference_options`."""
-    return {
-        "precision": args.precision,
-        "skip_suv": None if args.no_skip else args.skip_suv,
-        "batch": args.window_batch,
-        "timings": {} if args.timings else None,
-    }
+#: ``predict`` options whose parsed value is not the field's value: field -> f(value, parsed args).
+_CONVERTED: dict[str, Callable] = {
+    "skip_suv": lambda value, args: None if getattr(args, "no_skip", False) else value,
+    "timings": lambda value, args: {} if value else None,
+}
+
+
+def predict_options(args, **given) -> PredictOptions:
+    """PredictOptions from parsed ``predict`` options, by field name.
+
+    Every field with an option of the same ``dest`` takes that option's value (``--window-batch`` is
+    stored as ``batch``, ``--ending`` as ``file_ending``), as ``train``'s options map onto its config, so a
+    new setting needs only its field and its ``add_argument``. ``given`` (the resolved device, the label
+    writer) wins over the options.
+    """
+    values = {}
+    for spec in dataclasses.fields(PredictOptions):
+        if hasattr(args, spec.name):
+            value = getattr(args, spec.name)
+            values[spec.name] = _CONVERTED[spec.name](value, args) if spec.name in _CONVERTED else value
+    return PredictOptions(**{**values, **given})
 
 
 def format_timings(timings: dict) -> str:
@@ -256,12 +277,12 @@ __all__ = [
     "class_probabilities",
     "foreground_from_probabilities",
     "format_timings",
-    "inference_option_values",
     "inference_settings",
     "load_trained_model",
     "num_classes_for",
     "predict_case",
     "predict_cases",
+    "predict_options",
     "preprocess_config_for",
     "probabilities_to_label",
     "threshold_mask",
