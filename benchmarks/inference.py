@@ -47,7 +47,7 @@ NEW_VARIANTS = {
     "new": [],
     "new-no-skip": ["--no-skip"],
     "new-fp32": ["--precision", "fp32"],
-    "new-overlap0.5": ["--overlap", "0.5"],
+    "new-overlap0.25": ["--overlap", "0.25"],
 }
 
 
