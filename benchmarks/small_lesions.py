@@ -270,6 +270,45 @@ def table(args) -> None:
     print(text)
 
 
+def _positive_dice(run_dir: Path) -> dict[str, float]:
+    """Per-study test Dice (%) of a run's lesion-positive test studies, by case id."""
+    with open(run_dir / "eval" / "per_case.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    return {r["case_id"]: 100 * float(r["dice"]) for r in rows if float(r["gt_voxels"]) > 0}
+
+
+def compare(args) -> None:
+    """Paired per-study comparison of two groups of runs (each group: one network, several training seeds):
+    per-study Dice averaged over a group's seeds, mean ± std per seed, and the bootstrap 95 % interval of
+    the per-study difference A − B."""
+    from h2aseg.evaluation.statistics import mean_std, paired_bootstrap
+
+    groups = {}
+    for side, names in (("A", args.a), ("B", args.b)):
+        runs = [_positive_dice(args.cohort / "runs" / name) for name in names]
+        per_seed = [mean_std(list(r.values())) for r in runs]
+        studies = sorted(set.intersection(*(set(r) for r in runs)))
+        groups[side] = {
+            "runs": names,
+            "per_seed_mean_std": [[round(m, 1), round(sd, 1)] for m, sd in per_seed],
+            "per_study": {c: float(np.mean([r[c] for r in runs])) for c in studies},
+        }
+    common = sorted(set(groups["A"]["per_study"]) & set(groups["B"]["per_study"]))
+    a = [groups["A"]["per_study"][c] for c in common]
+    b = [groups["B"]["per_study"][c] for c in common]
+    result = paired_bootstrap(a, b, n_resamples=10_000, seed=0)
+    summary = {
+        "A": {k: v for k, v in groups["A"].items() if k != "per_study"},
+        "B": {k: v for k, v in groups["B"].items() if k != "per_study"},
+        "studies": len(common),
+        "mean_A": round(float(np.mean(a)), 1),
+        "mean_B": round(float(np.mean(b)), 1),
+        "difference_A_minus_B": round(result.mean_difference, 1),
+        "ci95": [round(result.low, 1), round(result.high, 1)],
+    }
+    print(json.dumps(summary, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -304,6 +343,11 @@ def main() -> None:
     p.add_argument("--cohort", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=table)
+    p = sub.add_parser("compare", help="paired per-study bootstrap of two groups of runs (seeds averaged)")
+    p.add_argument("--cohort", type=Path, required=True)
+    p.add_argument("--a", nargs="+", required=True, help="run names of group A (one network, its seeds)")
+    p.add_argument("--b", nargs="+", required=True, help="run names of group B")
+    p.set_defaults(func=compare)
     args = parser.parse_args()
     if getattr(args, "train_args", None) and args.train_args[0] == "--":
         args.train_args = args.train_args[1:]
