@@ -279,12 +279,13 @@ PATH_NETWORKS = {
 
 def window_counts(pet: np.ndarray, patch, suv_scale: float) -> dict:
     """Windows each path runs on this study (the core's placement = MONAI's; skipping at the default SUV)."""
-    from h2aseg.inference.core import DEFAULT_SKIP_SUV, window_starts
+    from h2aseg.inference.core import DEFAULT_OVERLAP, DEFAULT_SKIP_SUV, window_starts
 
     counts = {}
     for name, overlap, skip in (
-        ("new", 0.25, True),
-        ("new-no-skip", 0.25, False),
+        ("new", DEFAULT_OVERLAP, True),
+        ("new-no-skip", DEFAULT_OVERLAP, False),
+        ("new-overlap0.25", 0.25, True),
         ("old", 0.5, False),
         ("monai", 0.25, False),
     ):
@@ -356,6 +357,7 @@ def windows(args) -> None:
     network = {
         "new": counts["new"]["run"] * per_window["new"],
         "new-no-skip": counts["new-no-skip"]["run"] * per_window["new"],
+        "new-overlap0.25": counts["new-overlap0.25"]["run"] * per_window["new"],
         "new-fp32": counts["new"]["run"] * per_window["new-fp32"],
         "old": counts["old"]["run"] * per_window["old"],
         "monai": counts["monai"]["run"] * per_window["monai"],
