@@ -284,19 +284,23 @@ class BenchmarkRunner:
                 write_csv(tamw_rows, run_dir / TAMW_PER_CASE)
             timings["predict_seconds"] = round(time.monotonic() - start, 1)
             start = time.monotonic()
-            evaluate_folders(
-                pred_dir,
-                self.root,
-                (run_dir / EVAL_SUMMARY).parent,
-                layout=self.config.dataset.layout,
-                labels=self.labels,
-                progress=False,
-                case_ids=test_ids,
-            )
+            self._evaluate(pred_dir, run_dir, test_ids)
             timings["evaluate_seconds"] = round(time.monotonic() - start, 1)
         info = {**self._train_info(run_dir), **timings}
         atomic_write_text(done, json.dumps(info, indent=2))
         return RunRecord(spec.id, seed, "done", self._result_text(run_dir, info))
+
+    def _evaluate(self, pred_dir: Path, run_dir: Path, test_ids: list[str]) -> None:
+        """Score the predictions in ``pred_dir`` against the test split (summary at ``EVAL_SUMMARY``)."""
+        evaluate_folders(
+            pred_dir,
+            self.root,
+            (run_dir / EVAL_SUMMARY).parent,
+            layout=self.config.dataset.layout,
+            labels=self.labels,
+            progress=False,
+            case_ids=test_ids,
+        )
 
     def _predict_array(self, loaded, data: dict, device: str) -> np.ndarray:
         settings = settings_for(
@@ -326,15 +330,7 @@ class BenchmarkRunner:
                 continue
             write_image(align_to_label(mask, case), run_dir / "pred" / f"{case_id}.nii.gz")
         info: dict = {"predict_seconds": round(time.monotonic() - start, 1)}
-        evaluate_folders(
-            run_dir / "pred",
-            self.root,
-            (run_dir / EVAL_SUMMARY).parent,
-            layout=self.config.dataset.layout,
-            labels=self.labels,
-            progress=False,
-            case_ids=test_ids,
-        )
+        self._evaluate(run_dir / "pred", run_dir, test_ids)
         atomic_write_text(done, json.dumps(info, indent=2))
         return RunRecord(method, None, "done", self._result_text(run_dir, info))
 
