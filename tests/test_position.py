@@ -72,3 +72,31 @@ def test_trained_h2aseg_finds_a_lesion_wherever_it_sits_in_the_patch():
     assert centred > 0.7, scores
     for shift, values in scores.items():
         assert np.mean(values) > centred - 0.15, (shift, scores)
+
+
+def test_lesion_keeping_crop_keeps_a_large_lesion_whole_and_moves_a_small_one_freely():
+    import numpy as np
+
+    from h2aseg.data.transforms import LesionKeepingCropd
+
+    patch, margin = (16, 16, 16), 6
+    size = tuple(p + 2 * margin for p in patch)
+    centre = tuple(n // 2 for n in size)
+
+    def sample(radius: int, seed: int):
+        label = np.zeros((1, *size), np.float32)
+        grid = np.indices(size)
+        # a cube of lesion around a point 3 voxels off the crop centre, so the centre voxel is an edge voxel
+        lo = [c - 3 for c in centre]
+        box = tuple(slice(max(a - radius + 3, 0), a + radius + 4) for a in lo)
+        label[(0, *box)] = 1
+        crop = LesionKeepingCropd(("ct", "label"), patch)
+        crop.set_random_state(seed)
+        out = crop({"ct": grid[:1].astype(np.float32), "label": label})
+        return label.sum(), out["label"].sum(), int(out["ct"][0, 0, 0, 0])
+
+    for seed in range(20):  # 10-voxel cube: every placement keeps all of it inside the 16-voxel patch
+        total, kept, _ = sample(radius=5, seed=seed)
+        assert kept == total
+    starts = {sample(radius=0, seed=seed)[2] for seed in range(40)}  # a 4-voxel lesion moves over the range
+    assert min(starts) <= 1 and max(starts) >= 2 * margin - 1

@@ -310,6 +310,9 @@ class TrainConfig(_Validated):
     (0.5 chosen by validation Dice on a small-lesion cohort: 0.38 against 0.27 centred and 0.20 at 1.0,
     ``benchmarks/results/small_lesions.md``),
     so the network cannot learn "lesion = patch centre" (see :func:`h2aseg.data.transforms.train_transforms`).
+    ``keep_lesion_whole`` (with ``lesion_offset`` > 0) moves a lesion only as far as it stays whole inside
+    the patch, so large lesions are not cut by the patch border
+    (:class:`h2aseg.data.transforms.LesionKeepingCropd`).
     ``sw_overlap``: validation's sliding-window overlap (None: the inference core's default,
     :data:`h2aseg.inference.core.DEFAULT_OVERLAP`, as ``predict`` and the benchmark).
     ``protocol`` records the named preset the run started from (:mod:`h2aseg.training.protocols`).
@@ -344,6 +347,7 @@ class TrainConfig(_Validated):
     rotate_prob: float = 0.8
     rotate_degrees: float = 45.0
     lesion_offset: float = 0.5
+    keep_lesion_whole: bool = False
     deep_supervision_weights: list[float] = field(default_factory=lambda: [5.0, 4.0, 3.0, 2.0, 1.0])
     loss: str = "paper"
 

@@ -39,8 +39,10 @@ from monai.transforms import (
     DeleteItemsd,
     EnsureTyped,
     Lambdad,
+    MapTransform,
     RandCropByLabelClassesd,
     RandCropByPosNegLabeld,
+    Randomizable,
     RandRotated,
     RandSpatialCropd,
     SpatialPadd,
@@ -126,6 +128,48 @@ def _crop(patch: tuple[int, ...], samples_per_volume: int, hot_negative_threshol
     ]
 
 
+class LesionKeepingCropd(Randomizable, MapTransform):
+    """A random ``patch`` crop inside a crop larger by 2·m per axis that keeps the chosen lesion whole.
+
+    The input crop is centred on a lesion voxel (positive crops) or a body voxel (negative ones). Per axis
+    the patch start ``s`` in [0, 2m] is drawn uniformly from the starts whose patch still holds the whole
+    bounding box of the lesion under the crop centre (its 26-connected component); where no start does
+    (a lesion larger than the patch) or the centre is not a lesion voxel, from all of [0, 2m]. A small lesion
+    so lands anywhere within ±m of the patch centre (no "lesion = centre" cue), while a large one is moved
+    only as far as it stays inside the patch, instead of being cut by the patch border.
+
+    Shapes: every key (C, X+2m_x, Y+2m_y, Z+2m_z) -> (C, X, Y, Z); ``label`` (1, ...) decides.
+    """
+
+    def __init__(self, keys: Sequence[str], patch: Sequence[int], label_key: str = "label") -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys=True)
+        self.patch, self.label_key = tuple(int(v) for v in patch), label_key
+
+    def _starts(self, label: np.ndarray) -> list[int]:
+        from scipy import ndimage
+
+        spare = [n - p for n, p in zip(label.shape, self.patch)]
+        centre = tuple(n // 2 for n in label.shape)
+        ranges = [(0, m) for m in spare]
+        if label[centre] > 0:
+            components, _ = ndimage.label(label > 0, structure=np.ones((3, 3, 3)))
+            voxels = np.nonzero(components == components[centre])
+            for axis, (m, p) in enumerate(zip(spare, self.patch)):
+                lo, hi = max(0, int(voxels[axis].max()) + 1 - p), min(m, int(voxels[axis].min()))
+                if lo <= hi:
+                    ranges[axis] = (lo, hi)
+        return [int(self.R.randint(lo, hi + 1)) for lo, hi in ranges]
+
+    def __call__(self, data):
+        d = dict(data)
+        label = np.asarray(d[self.label_key][0])
+        starts = self._starts(label)
+        box = (slice(None), *(slice(s, s + p) for s, p in zip(starts, self.patch)))
+        for key in self.key_iterator(d):
+            d[key] = d[key][box]
+        return d
+
+
 def offset_margin(patch: Sequence[int], lesion_offset: float) -> tuple[int, ...]:
     """m per axis: how far (voxels) the crop's chosen voxel may sit from the patch centre."""
     if not 0.0 <= lesion_offset <= 1.0:
@@ -140,6 +184,7 @@ def train_transforms(
     rotate_degrees: float = 45.0,
     hot_negative_threshold: float | None = None,
     lesion_offset: float = 0.0,
+    keep_lesion_whole: bool = False,
 ) -> Compose:
     """The paper's training pipeline.
 
@@ -155,6 +200,8 @@ def train_transforms(
             Not in the paper; off by default.
         lesion_offset: 0 centres every crop on its chosen voxel (the release); f in (0, 1] puts the
             voxel at a uniformly random place within ±f·(patch/2 − 1) voxels of the centre per axis.
+        keep_lesion_whole: with ``lesion_offset`` > 0, move a lesion only as far as its whole extent stays
+            inside the patch (:class:`LesionKeepingCropd`) instead of uniformly.
 
     Returns:
         A Compose (run without MetaTensor tracking) that maps one case dict to a list of
@@ -177,7 +224,7 @@ def train_transforms(
                 else [partial(_sampling_classes, hot_threshold=hot_negative_threshold)]
             ),
             *_crop(crop, samples_per_volume, hot_negative_threshold),
-            *([] if crop == patch else [RandSpatialCropd(keys=ALL_KEYS, roi_size=patch, random_size=False)]),
+            *([] if crop == patch else [_offset_crop(patch, keep_lesion_whole)]),
             RandRotated(
                 keys=ALL_KEYS,
                 range_x=0.0,
@@ -191,6 +238,12 @@ def train_transforms(
             EnsureTyped(keys=ALL_KEYS, data_type="tensor", dtype=torch.float32, track_meta=False),
         ]
     )
+
+
+def _offset_crop(patch: tuple[int, ...], keep_lesion_whole: bool):
+    if keep_lesion_whole:
+        return LesionKeepingCropd(ALL_KEYS, patch)
+    return RandSpatialCropd(keys=ALL_KEYS, roi_size=patch, random_size=False)
 
 
 def eval_transforms() -> Compose:

@@ -164,6 +164,13 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         f"F in [0, 1]; 0 = centred crops as the release (default {t.lesion_offset})",
     )
     parser.add_argument(
+        "--keep-lesion-whole",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --lesion-offset > 0, move a lesion only as far as it stays whole inside the patch "
+        f"(default {t.keep_lesion_whole})",
+    )
+    parser.add_argument(
         "--loss",
         choices=LOSS_KINDS,
         help="paper: Eq. 5's BCE + Dice; release: the release's softmax CE + Dice with background, "

@@ -305,7 +305,13 @@ class Trainer:
         t = self.config.train
         hot = t.hot_negatives_suv / cache.config.suv_scale if t.hot_negatives_suv else None
         transform = train_transforms(
-            t.patch, t.samples_per_volume, t.rotate_prob, t.rotate_degrees, hot, lesion_offset=t.lesion_offset
+            t.patch,
+            t.samples_per_volume,
+            t.rotate_prob,
+            t.rotate_degrees,
+            hot,
+            lesion_offset=t.lesion_offset,
+            keep_lesion_whole=t.keep_lesion_whole,
         )
         dataset = PatchDataset(cache, train_ids, transform)
         sampler = (
