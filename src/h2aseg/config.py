@@ -312,7 +312,8 @@ class TrainConfig(_Validated):
     so the network cannot learn "lesion = patch centre" (see :func:`h2aseg.data.transforms.train_transforms`).
     ``keep_lesion_whole`` (with ``lesion_offset`` > 0) moves a lesion only as far as it stays whole inside
     the patch, so large lesions are not cut by the patch border
-    (:class:`h2aseg.data.transforms.LesionKeepingCropd`).
+    (:class:`h2aseg.data.transforms.LesionKeepingCropd`); measured no better than the plain offset on a
+    large-lesion cohort (``benchmarks/results/small_lesions.md`` §5.3), so off.
     ``sw_overlap``: validation's sliding-window overlap (None: the inference core's default,
     :data:`h2aseg.inference.core.DEFAULT_OVERLAP`, as ``predict`` and the benchmark).
     ``protocol`` records the named preset the run started from (:mod:`h2aseg.training.protocols`).
