@@ -270,28 +270,22 @@ def table(args) -> None:
     print(text)
 
 
-def _positive_dice(run_dir: Path) -> dict[str, float]:
-    """Per-study test Dice (%) of a run's lesion-positive test studies, by case id."""
-    with open(run_dir / "eval" / "per_case.csv") as handle:
-        rows = list(csv.DictReader(handle))
-    return {r["case_id"]: 100 * float(r["dice"]) for r in rows if float(r["gt_voxels"]) > 0}
-
-
 def compare(args) -> None:
     """Paired per-study comparison of two groups of runs (each group: one network, several training seeds):
     per-study Dice averaged over a group's seeds, mean ± std per seed, and the bootstrap 95 % interval of
     the per-study difference A − B."""
+    from h2aseg.benchmarking.comparison import average_over_seeds, read_study_dice
     from h2aseg.evaluation.statistics import mean_std, paired_bootstrap
 
     groups = {}
     for side, names in (("A", args.a), ("B", args.b)):
-        runs = [_positive_dice(args.cohort / "runs" / name) for name in names]
+        runs = [read_study_dice(args.cohort / "runs" / name / "eval" / "per_case.csv") for name in names]
+        runs = [{case: 100 * dice for case, dice in run.items()} for run in runs]  # percent
         per_seed = [mean_std(list(r.values())) for r in runs]
-        studies = sorted(set.intersection(*(set(r) for r in runs)))
         groups[side] = {
             "runs": names,
             "per_seed_mean_std": [[round(m, 1), round(sd, 1)] for m, sd in per_seed],
-            "per_study": {c: float(np.mean([r[c] for r in runs])) for c in studies},
+            "per_study": average_over_seeds(runs),
         }
     common = sorted(set(groups["A"]["per_study"]) & set(groups["B"]["per_study"]))
     a = [groups["A"]["per_study"][c] for c in common]

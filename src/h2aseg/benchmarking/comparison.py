@@ -30,6 +30,7 @@ from h2aseg.evaluation.statistics import BootstrapResult, paired_bootstrap
 __all__ = [
     "PER_CASE",
     "REFERENCE_NAMES",
+    "average_over_seeds",
     "Comparison",
     "Comparisons",
     "count_parameters",
@@ -38,6 +39,7 @@ __all__ = [
     "format_parameters",
     "format_steps",
     "per_study_dice",
+    "read_study_dice",
     "reference_model",
     "step_counts",
 ]
@@ -63,7 +65,13 @@ def per_study_dice(folder: Path) -> dict[str, float] | None:
     path = Path(folder) / PER_CASE
     if not (Path(folder) / DONE_FILE).exists() or not path.exists():
         return None
-    with path.open(newline="") as handle:
+    return read_study_dice(path)
+
+
+def read_study_dice(path: Path) -> dict[str, float]:
+    """Dice per study from an evaluation's ``per_case.csv``: the lesion-positive studies when the table also
+    holds lesion-free ones (AutoPET rule, as ``report.summarise``), otherwise all; columns read by name."""
+    with Path(path).open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     positive = [r for r in rows if _number(r.get("gt_voxels")) > 0]
     chosen = positive if len(positive) < len(rows) else rows  # AutoPET rule, as report.summarise
@@ -76,6 +84,12 @@ def _number(text) -> float:
         return float(text)
     except (TypeError, ValueError):
         return math.nan
+
+
+def average_over_seeds(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """Each study's score averaged over seeds, for the studies every seed scored (empty without seeds)."""
+    studies = set.intersection(*(set(p) for p in per_seed)) if per_seed else set()
+    return {case: float(np.mean([p[case] for p in per_seed])) for case in sorted(studies)}
 
 
 def reference_model(config: BenchmarkConfig) -> ModelSpec | None:
@@ -115,10 +129,7 @@ class Comparisons:
         return self._cache[key]
 
     def _averaged(self, run_id: str, seeds: list[int | None]) -> dict[str, float]:
-        per_seed = [self._scores(run_id, s) for s in seeds]
-        per_seed = [p for p in per_seed if p is not None]
-        studies = set.intersection(*(set(p) for p in per_seed)) if per_seed else set()
-        return {case: float(np.mean([p[case] for p in per_seed])) for case in sorted(studies)}
+        return average_over_seeds([p for s in seeds if (p := self._scores(run_id, s)) is not None])
 
     def against(self, run_id: str, seeded: bool = True) -> Comparison | None:
         """H2ASeg − ``run_id`` in Dice points (None: no reference row, the row is the reference, or no

@@ -49,6 +49,7 @@ from h2aseg.benchmarking.curves import collect_curves, plot_curves
 from h2aseg.benchmarking.files import DONE_FILE, ERROR_FILE, EVAL_SUMMARY, TABLES_DIR, TAMW_PER_CASE, run_dir
 from h2aseg.benchmarking.tamw_analysis import TAMW_COLUMNS
 from h2aseg.evaluation.report import METRICS, format_mean_std, markdown_table, write_csv, write_text
+from h2aseg.evaluation.statistics import mean_std, spread
 
 __all__ = ["DISPLAY_NAMES", "TABLE1_METRICS", "write_tables"]
 
@@ -96,16 +97,6 @@ def _nan(value) -> float:
     return math.nan if value is None else float(value)
 
 
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.mean(finite)) if finite else math.nan
-
-
-def _spread(values: list[float]) -> float:
-    finite = [v for v in values if not math.isnan(v)]
-    return float(np.std(finite)) if len(finite) > 1 else math.nan
-
-
 def aggregate_runs(summaries: list[dict]) -> dict:
     """Per-metric average over seeds of the per-seed mean and std, and the spread of the per-seed means.
 
@@ -121,7 +112,7 @@ def aggregate_runs(summaries: list[dict]) -> dict:
         means = [_nan(s["metrics"].get(key, {}).get("mean")) for s in summaries]
         stds = [_nan(s["metrics"].get(key, {}).get("std")) for s in summaries]
         n = summaries[0]["metrics"].get(key, {}).get("n", 0) if summaries else 0
-        out[key] = {"mean": _mean(means), "std": _mean(stds), "seed_std": _spread(means), "n": n}
+        out[key] = {"mean": mean_std(means)[0], "std": mean_std(stds)[0], "seed_std": spread(means), "n": n}
     out["_cases"] = (summaries[0]["n_cases"], summaries[0]["n_lesion_positive"]) if summaries else (0, 0)
     return out
 

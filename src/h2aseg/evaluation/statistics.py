@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BootstrapResult", "mean_std", "over_seeds", "paired_bootstrap"]
+__all__ = ["BootstrapResult", "mean_std", "over_seeds", "paired_bootstrap", "spread"]
 
 
 @dataclass(frozen=True)
@@ -76,10 +76,14 @@ def over_seeds(per_seed: Sequence[Sequence[float]]) -> tuple[float, float]:
         than two seeds.
     """
     means = [mean_std(values)[0] for values in per_seed]
-    finite = _finite(means)
-    if finite.size == 0:
-        return math.nan, math.nan
-    return float(finite.mean()), float(finite.std()) if finite.size > 1 else math.nan
+    return mean_std(means)[0], spread(means)
+
+
+def spread(values: Sequence[float]) -> float:
+    """Population standard deviation of the finite ``values``; NaN with fewer than two (one seed has no
+    spread)."""
+    finite = _finite(values)
+    return float(finite.std()) if finite.size > 1 else math.nan
 
 
 def paired_bootstrap(
