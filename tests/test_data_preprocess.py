@@ -251,3 +251,26 @@ def test_nifti_check_streams_and_finds_nan_or_truncation_past_the_first_chunk(tm
     cut.write_bytes(gzip.decompress(good.read_bytes())[:-100])
     with pytest.raises(DataError, match="truncated"):
         _check_nifti_complete(cut, True, chunk_bytes=1024)
+
+
+def test_nifti_check_sizes_an_uncompressed_integer_file_and_names_a_refused_header(
+    tmp_path, write_volume, monkeypatch
+):
+    import nibabel
+    from nibabel.filebasedimages import ImageFileError
+
+    from h2aseg.data.io import _check_nifti_complete
+
+    good = write_volume(np.zeros((8, 8, 8), np.int16), tmp_path / "good.nii")
+    _check_nifti_complete(good, False)
+    cut = tmp_path / "cut.nii"
+    cut.write_bytes(good.read_bytes()[:-10])
+    with pytest.raises(DataError, match="truncated"):
+        _check_nifti_complete(cut, False)
+
+    def refuse(*args, **kwargs):
+        raise ImageFileError("not a NIfTI header")
+
+    monkeypatch.setattr(nibabel, "load", refuse)
+    with pytest.raises(DataError, match="cut.nii.*unreadable NIfTI header"):
+        read_image(cut)

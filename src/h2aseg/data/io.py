@@ -249,13 +249,28 @@ def _check_nifti_complete(path: Path, check_finite: bool, chunk_bytes: int = 1 <
     gzip length and CRC), so the check holds one chunk in memory, not a second copy of the volume.
     """
     import nibabel
+    from nibabel.filebasedimages import ImageFileError
 
-    image = nibabel.load(str(path))  # the header only; voxels stay on disk
+    try:
+        image = nibabel.load(str(path))  # the header only; voxels stay on disk
+    except ImageFileError as err:
+        raise DataError(
+            f"{path}: unreadable NIfTI header ({err}); check that it is a complete NIfTI file"
+        ) from None
     header, offset = image.header, int(image.dataobj.offset)  # offset: vox_offset, or 352 where it is 0
     dtype = header.get_data_dtype()
     expected = int(np.prod(header.get_data_shape(), dtype=np.int64)) * dtype.itemsize
+    compressed = image_suffix(path) == ".nii.gz"
+    if not compressed and not (check_finite and dtype.kind == "f"):
+        present = path.stat().st_size - offset  # nothing to decode: the size tells truncation
+        if present < expected:
+            raise DataError(
+                f"{path}: truncated ({max(present, 0)} of {expected} bytes of voxel data); "
+                "copy or export the file again"
+            )
+        return
     chunk_bytes -= chunk_bytes % dtype.itemsize
-    opener = gzip.open if image_suffix(path) == ".nii.gz" else open
+    opener = gzip.open if compressed else open
     with opener(path, "rb") as handle:
         handle.seek(offset)
         remaining = expected
