@@ -453,15 +453,12 @@ def agreement(args) -> None:
     base = inference_settings(loaded, PredictOptions())
     if args.overlap is not None:  # compare the fast path's precision and skipping at another overlap
         base = dataclasses.replace(base, overlap=args.overlap)
-    if args.refine is not None:  # the two-pass prediction at this threshold
-        base = dataclasses.replace(base, refine=args.refine)
     variants = {
         "new": base,
         "no-skip": dataclasses.replace(base, skip_suv=None),
         "fp32": dataclasses.replace(base, precision="fp32"),
         "exhaustive-fp32": dataclasses.replace(base, precision="fp32", skip_suv=None),
         "overlap0.5": dataclasses.replace(base, overlap=0.5),
-        "one-pass": dataclasses.replace(base, refine=None),
     }
     variants = {k: v for k, v in variants.items() if k == "new" or k in args.variants}
     splits_file = Path(args.run) / "splits.json"
@@ -571,9 +568,6 @@ def main() -> None:
     p.add_argument("--cases", type=int, default=8)
     p.add_argument(
         "--overlap", type=float, default=None, help="overlap of 'new' (default: the core's default)"
-    )
-    p.add_argument(
-        "--refine", type=float, default=None, help="two-pass threshold of 'new' (default: the core's)"
     )
     p.add_argument(
         "--variants",

@@ -10,7 +10,6 @@ import pytest
 import torch
 from torch import nn
 
-from h2aseg.errors import ConfigError
 from h2aseg.inference.core import (
     InferenceSettings,
     InferenceStats,
@@ -118,33 +117,6 @@ def test_skipping_changes_no_label_where_windows_overlap():
     assert not torch.allclose(
         skipped[:, :16].float(), full[:, :16].float(), atol=0.05
     )  # there, skipping did act
-
-
-def test_two_pass_runs_fewer_windows_and_is_exact_inside_the_hot_boxes():
-    # one SUV-8 ball in a warm (SUV 1.5, above the skipping level) volume: every window runs without refine
-    shape = (96, 96, 64)
-    ct, pet, ball = _volume(shape=shape, hot_centre=(70, 30, 40))
-    pet[: shape[0] // 2] = 1.5 / SUV_SCALE
-    one_pass = InferenceSettings((32, 32, 32), overlap=0.5, precision="fp32", suv_scale=SUV_SCALE)
-    full_stats, two_stats = InferenceStats(), InferenceStats()
-    full = predict_probabilities(SuvRule(), ct, pet, one_pass, full_stats)
-    two = predict_probabilities(SuvRule(), ct, pet, one_pass.with_(refine=0.1), two_stats)
-    assert full_stats.windows_run == full_stats.windows == 5 * 5 * 3
-    assert two_stats.windows == full_stats.windows
-    # coarse windows: starts 0, 32, 64 along x and y (every second and the last), 0 and 32 along z;
-    # the rest only where they meet the ball's box
-    assert 3 * 3 * 2 < two_stats.windows_run < full_stats.windows_run
-    near = (slice(60, 81), slice(20, 41), slice(30, 51))  # the ball (radius 4) and a margin
-    assert (two[(0, *near)].float() - full[(0, *near)].float()).abs().max() < 2e-3
-    assert np.array_equal(probabilities_to_label(two).numpy(), probabilities_to_label(full).numpy())
-    assert probabilities_to_label(two).numpy().astype(bool)[ball].all()
-    # far from the ball the skipped windows count as background, as in the skipping rule
-    assert float(two[0, :32].max()) < 0.5
-
-
-def test_two_pass_threshold_is_checked():
-    with pytest.raises(ConfigError, match="refine must lie in"):
-        InferenceSettings((32, 32, 32), refine=0.6)
 
 
 @pytest.mark.parametrize(

@@ -26,14 +26,6 @@ Measured (``benchmarks/results/inference_cpu.md``): on the 400×400×326 whole-b
 1,231 of 2,730 32³ windows but none of the 84 128×128×64 ones (every such window reaches body tissue
 above SUV 1.5); on the 4 mm demo and small-lesion test studies no window is skipped, so the labels
 there are identical with and without it.
-
-Two-pass prediction (``refine``): the coarse windows (every second one along each axis and the last; at
-overlap 0.5 they tile the volume) run first, and each records the box of its voxels whose foreground
-probability reaches ``refine``. Then only the remaining windows that meet one of those boxes run; the
-others count as skipped (background with their blending weight). Every window over a voxel inside a box
-runs, so there the probability equals the one-pass value. A voxel outside every box had probability below
-``refine`` in each coarse window over it, and its label can differ from the one-pass label only if the
-windows that did not run would have lifted it above 0.5 alone.
 """
 
 from __future__ import annotations
@@ -89,9 +81,6 @@ class InferenceSettings:
             one thread; bf16 4.0 against 3.6 s); for the demo's 4–64 network at 32³, four a call, it was 1.2×
             faster (0.178 against 0.213 s a window), so small networks may want it.
         accumulate: ``float16`` (compact, default) or ``float32`` accumulator.
-        refine: two-pass prediction (module doc): run every second window first, then only the windows
-            that meet a region where one of those gave foreground probability ≥ ``refine`` (None: every
-            window in one pass).
     """
 
     patch: tuple[int, int, int]
@@ -104,7 +93,6 @@ class InferenceSettings:
     suv_scale: float = 10.0
     channels_last: bool = False
     accumulate: str = "float16"
-    refine: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "patch", tuple(int(p) for p in self.patch))
@@ -112,10 +100,6 @@ class InferenceSettings:
             raise ConfigError(f"patch must be three positive sizes, got {self.patch}")
         if not 0.0 <= self.overlap < 1.0:
             raise ConfigError(f"overlap must lie in [0, 1), got {self.overlap}")
-        if self.refine is not None and not 0.0 < self.refine < 0.5:
-            raise ConfigError(
-                f"refine must lie in (0, 0.5) (a label needs probability > 0.5), got {self.refine}"
-            )
         if self.accumulate not in ("float16", "float32"):
             raise ConfigError(f"accumulate must be float16 or float32, not {self.accumulate!r}")
 
@@ -228,13 +212,22 @@ def predict_probabilities(
         (i, j, k) for i in range(len(starts[0])) for j in range(len(starts[1])) for k in range(len(starts[2]))
     ]
     keep = _windows_to_run(pet_p, windows, starts, settings)
-    grid = (starts, weights)
+    accumulator = None
+    queue: list[tuple[int, int, int]] = []
     with torch.inference_mode():
-        if settings.refine is None:
-            kept = [w for w in windows if keep[w]]
-            accumulator = _run_windows(model, ct_p, pet_p, kept, grid, settings, dtype, stats)
-        else:
-            accumulator, keep = _run_refined(model, ct_p, pet_p, windows, keep, grid, settings, dtype, stats)
+        for index in windows:
+            if not keep[index]:
+                continue
+            queue.append(index)
+            if len(queue) == settings.windows_per_call:
+                accumulator = _run_batch(
+                    model, ct_p, pet_p, queue, starts, weights, settings, dtype, accumulator, stats
+                )
+                queue = []
+        if queue:
+            accumulator = _run_batch(
+                model, ct_p, pet_p, queue, starts, weights, settings, dtype, accumulator, stats
+            )
         _add_skipped_background(accumulator, windows, keep, starts, weights, settings.patch)
     stats.windows += len(windows)
     stats.total_seconds += time.perf_counter() - started
@@ -268,68 +261,7 @@ def _window_weight(index, weights) -> torch.Tensor:
     return weights[0][i][:, None, None] * weights[1][j][None, :, None] * weights[2][k][None, None, :]
 
 
-def _run_windows(model, ct, pet, indices, grid, settings, dtype, stats, accumulator=None, hot=None):
-    """Run the network on the windows ``indices`` in calls of :attr:`InferenceSettings.windows_per_call`,
-    adding each window's weighted probabilities to ``accumulator`` (made on the first call)."""
-    per_call = settings.windows_per_call
-    for n in range(0, len(indices), per_call):
-        accumulator = _run_batch(
-            model, ct, pet, indices[n : n + per_call], grid, settings, dtype, accumulator, stats, hot
-        )
-    return accumulator
-
-
-def _run_refined(model, ct, pet, windows, keep, grid, settings, dtype, stats):
-    """Two passes (``refine``, module doc): the coarse windows first, recording the boxes where a window's
-    own foreground probability reaches ``refine``; then every other kept window that meets a box.
-    Returns the accumulator and the windows that ran (the rest count as skipped)."""
-    counts = [len(axis) for axis in grid[0]]
-    coarse = [w for w in windows if keep[w] and _is_coarse(w, counts)]
-    coarse = coarse or [next(w for w in windows if keep[w])]  # only the fall-back hottest window is kept
-    hot: list[tuple[int, ...]] = []
-    accumulator = _run_windows(model, ct, pet, coarse, grid, settings, dtype, stats, hot=hot)
-    spans = {w: _span(w, grid[0], settings.patch) for w in windows}
-    ran = set(coarse)
-    second = [w for w in windows if keep[w] and w not in ran and any(_meets(spans[w], b) for b in hot)]
-    accumulator = _run_windows(model, ct, pet, second, grid, settings, dtype, stats, accumulator)
-    ran.update(second)
-    return accumulator, {w: w in ran for w in windows}
-
-
-def _is_coarse(index, counts) -> bool:
-    """Every second window along each axis, and the last (at overlap 0.5 they tile the volume)."""
-    return all(i % 2 == 0 or i == n - 1 for i, n in zip(index, counts))
-
-
-def _span(index, starts, patch) -> tuple[int, ...]:
-    """(x0, y0, z0, x1, y1, z1) of a window, end exclusive."""
-    lower = [starts[axis][i] for axis, i in enumerate(index)]
-    return (*lower, *(lo + p for lo, p in zip(lower, patch)))
-
-
-def _meets(a, b) -> bool:
-    """Whether two (x0, y0, z0, x1, y1, z1) boxes share a voxel."""
-    return all(a[d] < b[d + 3] and b[d] < a[d + 3] for d in range(3))
-
-
-def _hot_box(foreground: torch.Tensor, level: float, origin) -> tuple[int, ...] | None:
-    """Box (absolute, end exclusive) of the voxels of one window's (X, Y, Z) foreground probability
-    ≥ ``level``; None when there are none."""
-    above = foreground >= level
-    if not bool(above.any()):
-        return None
-    lower, upper = [], []
-    for axis in range(3):
-        other = tuple(d for d in range(3) if d != axis)
-        hits = torch.nonzero(above.any(dim=other[1]).any(dim=other[0]))[:, 0]
-        lower.append(origin[axis] + int(hits[0]))
-        upper.append(origin[axis] + int(hits[-1]) + 1)
-    return (*lower, *upper)
-
-
-def _run_batch(model, ct, pet, queue, grid, settings, dtype, accumulator, stats, hot=None) -> torch.Tensor:
-    """One network call on the windows ``queue``; with ``hot`` (a list) also records their hot boxes."""
-    starts, weights = grid
+def _run_batch(model, ct, pet, queue, starts, weights, settings, dtype, accumulator, stats) -> torch.Tensor:
     px, py, pz = settings.patch
     spans = [(starts[0][i], starts[1][j], starts[2][k]) for i, j, k in queue]
     batch = torch.stack(
@@ -348,10 +280,6 @@ def _run_batch(model, ct, pet, queue, grid, settings, dtype, accumulator, stats,
     if accumulator is None:
         accumulator = _new_accumulator(probabilities.shape[1], ct.shape, settings)
     for n, ((x, y, z), index) in enumerate(zip(spans, queue)):
-        if hot is not None:
-            box = _hot_box(foreground_from_probabilities(probabilities[n]), settings.refine, (x, y, z))
-            if box is not None:
-                hot.append(box)
         weighted = probabilities[n] * _window_weight(index, weights)
         accumulator[:, x : x + px, y : y + py, z : z + pz] += weighted.to(accumulator.dtype)
     return accumulator
