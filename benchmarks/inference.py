@@ -48,6 +48,8 @@ NEW_VARIANTS = {
     "new-no-skip": ["--no-skip"],
     "new-fp32": ["--precision", "fp32"],
     "new-overlap0.25": ["--overlap", "0.25"],
+    "new-compiled": ["--compile"],
+    "new-compiled-overlap0.25": ["--compile", "--overlap", "0.25"],
 }
 
 

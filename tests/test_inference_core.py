@@ -162,3 +162,27 @@ def test_prediction_does_not_import_training():
         "bad = [m for m in sys.modules if m.startswith('h2aseg.training')]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_compiled_network_compiles_once_and_gives_the_eager_probabilities():
+    from torch._dynamo import register_backend
+
+    compilations = []
+
+    @register_backend(name="h2aseg_test_counting")
+    def counting(graph_module, example_inputs):  # a backend that only counts its graphs
+        compilations.append(tuple(example_inputs[0].shape) if example_inputs else ())
+        return graph_module.forward
+
+    ct, pet, _ = _volume(shape=(88, 32, 32), hot_centre=(60, 16, 16))
+    eager = InferenceSettings((32, 32, 32), overlap=0.5, precision="fp32", skip_suv=None, batch=2)
+    model = TinyConvNet()
+    stats = InferenceStats()
+    expected = predict_probabilities(model, ct, pet, eager, stats)
+    assert stats.windows_run == 5  # calls of 2, 2 and 1 window: the last is padded when compiled
+    compiled = eager.with_(compile="h2aseg_test_counting")
+    got = predict_probabilities(model, ct, pet, compiled)
+    again = predict_probabilities(model, ct, pet[:, ::-1].copy(), compiled)  # a second study
+    assert torch.allclose(got.float(), expected.float(), atol=1e-3)
+    assert again.shape == got.shape
+    assert len(compilations) == 1, compilations

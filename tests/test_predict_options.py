@@ -24,6 +24,7 @@ SAMPLES: dict[str, tuple[list[str], object]] = {
     "precision": (["--precision", "bf16"], "bf16"),
     "skip_suv": (["--skip-suv", "2.5"], 2.5),
     "batch": (["--window-batch", "3"], 3),
+    "compile": (["--compile"], "inductor"),
     "timings": (["--timings"], {}),
 }
 #: The PredictOptions field with no option: the CLI builds it from --format, --grid and post-processing.

@@ -144,6 +144,16 @@ def add_parser(subparsers) -> None:
     )
     add_output_options(parser)
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        default=None,
+        metavar="BACKEND",
+        help="torch.compile the network (default backend inductor when given without a value; default: "
+        "off). The first window compiles for minutes, each later one runs ~1.8x faster on a CPU "
+        "(paper width, bf16): worth it for many studies in one call",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_grid_option(parser)
     add_input_options(parser)

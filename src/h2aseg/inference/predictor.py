@@ -106,7 +106,8 @@ class PredictOptions:
 
     ``skip_suv``: windows whose PET maximum stays below this SUV are background without the network
     (None: every window runs, the exhaustive path). ``precision``: auto | fp32 | bf16 | fp16.
-    ``batch``: windows per network call (0: sized to the device). ``timings``: when a dict, each stage's
+    ``batch``: windows per network call (0: sized to the device). ``compile``: a ``torch.compile``
+    backend for the network (None: eager). ``timings``: when a dict, each stage's
     seconds (:data:`STAGES`) and the window counts are added to it.
     """
 
@@ -121,6 +122,7 @@ class PredictOptions:
     precision: str = "auto"
     skip_suv: float | None = DEFAULT_SKIP_SUV
     batch: int = 0
+    compile: str | None = None
     timings: dict | None = None
 
 
