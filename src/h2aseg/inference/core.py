@@ -84,9 +84,10 @@ class InferenceSettings:
         accumulate: ``float16`` (compact, default) or ``float32`` accumulator.
         compile: ``torch.compile`` backend for the network (e.g. ``inductor``; None: eager). The network is
             compiled once per model object (:func:`compiled_network`) and every call gets the same batch
-            size (the last call is padded), so it compiles once. Measured on the 2-core EPYC (bf16, paper
-            width, 128×128×64, ``benchmarks/results/inference_cpu.md`` §3d): 1.76× faster a window after a
-            first call that compiles for minutes, so worth it for many windows or many studies.
+            size (the last call is padded), so it compiles once. Measured on the 2-core EPYC (paper width,
+            bf16, 128×128×64, two threads, quiet; ``benchmarks/results/inference_cpu.md`` §3d): 0.95 s a
+            window against 1.02 s eager (1.07×), after ~70 s of compiling (~2 s with a warm inductor cache);
+            so off by default on a CPU.
     """
 
     patch: tuple[int, int, int]
