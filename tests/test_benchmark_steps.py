@@ -246,3 +246,22 @@ def test_a_difference_on_too_few_studies_is_never_marked():
     one = Comparison(paired_bootstrap([0.6], [0.2], n_resamples=100).scaled(100.0), (0,))
     assert one.result.excludes_zero and not one.significant  # a zero-width interval from one study
     assert format_difference(one) == "+40.00 [+40.00, +40.00] (n = 1: too few to mark)"
+
+
+def test_a_run_held_by_a_live_process_is_not_trained_twice(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from h2aseg.benchmarking.runner import RUN_LOCK, _take_run_lock
+
+    assert _take_run_lock(tmp_path) is None  # free: this process takes it
+    assert (tmp_path / RUN_LOCK).read_text() == str(os.getpid())
+    (tmp_path / RUN_LOCK).write_text(str(os.getppid()))  # held by a live process (our parent)
+    assert _take_run_lock(tmp_path) == os.getppid()
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    (tmp_path / RUN_LOCK).write_text(gone.stdout.strip())  # left by a process that has ended
+    assert _take_run_lock(tmp_path) is None
+    assert (tmp_path / RUN_LOCK).read_text() == str(os.getpid())

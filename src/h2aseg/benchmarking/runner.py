@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import shutil
 import time
 import traceback
@@ -66,7 +67,7 @@ SYNTHETIC_MARKER = ".h2aseg_synthetic.json"
 
 @dataclass
 class RunRecord:
-    """Outcome of one run: ``status`` is done | cached | failed."""
+    """Outcome of one run: ``status`` is done | cached | failed | busy (another live process has the run)."""
 
     run_id: str
     seed: int | None
@@ -247,6 +248,18 @@ class BenchmarkRunner:
             )
         run_config = self.config.run_config(spec, seed, self.root, self.cache_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        holder = _take_run_lock(run_dir)
+        if holder is not None:
+            return RunRecord(
+                spec.id, seed, "busy", f"process {holder} is running it; run again when that one has finished"
+            )
+        try:
+            return self._train_predict_evaluate(spec, seed, run_dir, run_config, cases, test_ids)
+        finally:
+            (run_dir / RUN_LOCK).unlink(missing_ok=True)
+
+    def _train_predict_evaluate(self, spec, seed, run_dir, run_config, cases, test_ids) -> RunRecord:
+        done = run_dir / DONE_FILE
         self._check_config(run_dir, run_config)
         self._place_splits(run_dir)
         timings: dict[str, float | str] = {}
@@ -391,3 +404,38 @@ class BenchmarkRunner:
         except (OSError, KeyError, ValueError):
             pass
         return "; ".join(parts)
+
+
+#: Lock file of a run being trained/predicted by a process (its pid): two benchmark processes with overlapping
+#: ``--only`` lists must not train the same run at once.
+RUN_LOCK = "running.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _take_run_lock(run_dir: Path) -> int | None:
+    """Create ``run_dir/RUN_LOCK`` with this process's pid; None when taken, else the pid of the live process
+    that holds it. A lock left by a process that no longer runs (killed) is taken over."""
+    lock = run_dir / RUN_LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            text = lock.read_text().strip() if lock.exists() else ""
+            holder = int(text) if text.isdigit() else None
+            if holder is not None and holder != os.getpid() and _pid_alive(holder):
+                return holder
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as handle:
+            handle.write(str(os.getpid()))
+        return None
+    raise RuntimeError(f"could not take the run lock {lock}")
