@@ -79,13 +79,15 @@ def run(args: argparse.Namespace) -> int:
             )
         run_config = replace(config, seeds=[s for s in config.seeds if s in args.seeds])
     runner = BenchmarkRunner(run_config, out, only=args.only, progress=args.progress, echo=logger.info)
-    failed = 0
+    failed = busy = 0
     if not args.tables_only:
         records = runner.run()
         failed = sum(r.status == "failed" for r in records)
+        busy = sum(r.status == "busy" for r in records)
     paths = write_tables(config, out)
     tables = out / "tables" / "tables.md"
     print(tables.read_text(encoding="utf-8"))
     note = f"; {failed} run(s) failed (see benchmark.log)" if failed else ""
+    note += f"; {busy} run(s) left to another process still running them" if busy else ""
     print(f"wrote {len(paths)} files to {out / 'tables'}{note}")
     return 1 if failed else 0

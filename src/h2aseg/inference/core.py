@@ -33,7 +33,6 @@ from __future__ import annotations
 import itertools
 import math
 import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -298,14 +297,18 @@ def _run_batch(model, ct, pet, queue, starts, weights, settings, dtype, accumula
     return accumulator
 
 
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: Attribute in the model's ``__dict__`` (not a registered submodule): its compiled wrappers by backend.
+_COMPILED_ATTRIBUTE = "_h2aseg_compiled"
 
 
 def compiled_network(model: torch.nn.Module, backend: str | None) -> torch.nn.Module:
-    """``model`` itself (backend None), or its ``torch.compile`` wrapper, made once per model and backend."""
+    """``model`` itself (backend None), or its ``torch.compile`` wrapper, made once per model and backend.
+
+    The wrappers live on the model, so they go when the model goes (a global weak-keyed cache would keep
+    every compiled model alive: the wrapper refers back to its model)."""
     if backend is None:
         return model
-    per_model = _COMPILED.setdefault(model, {})
+    per_model = model.__dict__.setdefault(_COMPILED_ATTRIBUTE, {})
     if backend not in per_model:
         per_model[backend] = torch.compile(model, backend=backend)
     return per_model[backend]
