@@ -186,3 +186,18 @@ def test_compiled_network_compiles_once_and_gives_the_eager_probabilities():
     assert torch.allclose(got.float(), expected.float(), atol=1e-3)
     assert again.shape == got.shape
     assert len(compilations) == 1, compilations
+
+
+def test_a_failing_compile_backend_is_a_one_line_error_naming_the_option():
+    from torch._dynamo import register_backend
+
+    @register_backend(name="h2aseg_test_failing")
+    def failing(graph_module, example_inputs):  # as a backend without its C++ compiler
+        raise RuntimeError("no C++ compiler found")
+
+    ct, pet, _ = _volume(shape=(32, 32, 32))
+    settings = InferenceSettings((32, 32, 32), precision="fp32", skip_suv=None, compile="h2aseg_test_failing")
+    from h2aseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="h2aseg_test_failing.*without --compile"):
+        predict_probabilities(TinyConvNet(), ct, pet, settings)

@@ -286,7 +286,16 @@ def _run_batch(model, ct, pet, queue, starts, weights, settings, dtype, accumula
     if settings.channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last_3d)
     clock = time.perf_counter()
-    probabilities = _network(model, batch, settings.mirror, dtype).cpu()
+    try:
+        probabilities = _network(model, batch, settings.mirror, dtype).cpu()
+    except Exception as err:  # noqa: BLE001 - any failure inside a compiled call: name the option
+        if settings.compile is None:
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(
+            f"the network compiled with backend {settings.compile!r} failed ({type(err).__name__}: {first}); "
+            "predict without --compile (or pick another backend)"
+        ) from err
     stats.network_seconds += time.perf_counter() - clock
     stats.windows_run += len(queue)
     if accumulator is None:
