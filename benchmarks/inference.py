@@ -79,17 +79,17 @@ def device_name(device: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------- study and model
-def make_study(work: Path) -> Path:
+def make_study(work: Path, shape: tuple[int, int, int] = SHAPE) -> Path:
     from h2aseg.data.synthetic import generate_cohort
 
-    root = work / "study"
+    root = work / ("study" if tuple(shape) == SHAPE else "study_{}x{}x{}".format(*shape))
     if not any(root.glob("*/*/SUV.nii.gz")):
         generate_cohort(
             "autopet",
             root,
             1,
             seed=7,
-            pet_shape=SHAPE,
+            pet_shape=tuple(shape),
             pet_spacing=SPACING,
             ct_spacing=SPACING,
             lesion_free_fraction=0.0,
@@ -186,12 +186,18 @@ def child(args) -> None:
 
 
 def measure(command: list[str], work: Path) -> dict:
-    """Wall time and peak RSS of one child process (GNU ``/usr/bin/time``: that process's own high-water
-    mark)."""
-    report = work / "time.txt"
+    """Wall time and peak RSS of one child process: a small Python wrapper runs the command and reads
+    its own ``RUSAGE_CHILDREN`` high-water mark, i.e. the command's alone (as GNU ``time -f %M`` would,
+    without needing ``/usr/bin/time``, which GPU images often lack)."""
+    report = work / "peak_rss_kib.txt"
+    wrapper = (
+        "import resource, subprocess, sys; done = subprocess.run(sys.argv[2:]); "
+        "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
+        "sys.exit(done.returncode)"
+    )
     start = time.perf_counter()
     done = subprocess.run(
-        ["/usr/bin/time", "-f", "%M", "-o", str(report), *command], capture_output=True, text=True
+        [sys.executable, "-c", wrapper, str(report), *command], capture_output=True, text=True
     )
     wall = time.perf_counter() - start
     if done.returncode != 0:
@@ -206,24 +212,25 @@ def measure(command: list[str], work: Path) -> dict:
 
 def speed(args) -> None:
     work = Path(args.work)
-    study = make_study(work)
+    study = make_study(work, tuple(args.shape))
     checkpoint = Path(args.checkpoint) if args.checkpoint else make_checkpoint(work)
     results = {
         "machine_before": machine(),
         "checkpoint": str(checkpoint),
         "device": device_name(args.device),
         "study": str(study),
-        "grid": SHAPE,
+        "grid": tuple(args.shape),
         "spacing": SPACING,
         "network": "h2aseg 8-128, 128x128x64" if not args.checkpoint else "see checkpoint",
         "runs": {},
     }
-    exe = Path(sys.executable).parent / "h2aseg"
     for mode in args.modes:
         out = work / "out" / (mode if not args.checkpoint else f"{mode}-{Path(args.checkpoint).name}")
         if mode in NEW_VARIANTS:
             command = [
-                str(exe),
+                sys.executable,
+                "-m",
+                "h2aseg",
                 "predict",
                 "--model",
                 str(checkpoint),
@@ -546,6 +553,13 @@ def main() -> None:
     )
     p.add_argument(
         "--checkpoint", help="a trained run or checkpoint (default: paper-width H2ASeg, random weights)"
+    )
+    p.add_argument(
+        "--shape",
+        type=int,
+        nargs=3,
+        default=list(SHAPE),
+        help="PET grid of the synthetic study (default: the AutoPET grid 400 400 326; smaller for a dry run)",
     )
     p.set_defaults(func=speed)
     p = sub.add_parser("windows")
