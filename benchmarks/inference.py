@@ -284,6 +284,13 @@ PATH_NETWORKS = {
     "old": (None, 2, False),
     "monai": (None, 1, False),
 }
+#: On CUDA also fp16, and cuDNN's autotuner (``torch.backends.cudnn.benchmark``, off in h2aseg) on the two
+#: precisions of the default path.
+CUDA_PATH_NETWORKS = {
+    "new-fp16": (torch.float16, 0, False),
+    "new+cudnn-benchmark": (torch.bfloat16, 0, False),
+    "new-fp32+cudnn-benchmark": (None, 0, False),
+}
 
 
 def window_counts(pet: np.ndarray, patch, suv_scale: float) -> dict:
@@ -310,9 +317,17 @@ def window_counts(pet: np.ndarray, patch, suv_scale: float) -> dict:
     return counts
 
 
-def _one_call(model, window: torch.Tensor) -> float:
+def _timed_calls(model, inputs: torch.Tensor, repeat: int, dtype, device: str) -> float:
+    """Seconds for ``repeat`` calls of ``model`` on ``inputs`` (CUDA: synchronised before and after)."""
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
     clock = time.perf_counter()
-    model(window[:, :1], window[:, 1:])
+    with torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        for _ in range(repeat):
+            model(inputs[:, :1], inputs[:, 1:])
+    if cuda:
+        torch.cuda.synchronize()
     return time.perf_counter() - clock
 
 
@@ -325,10 +340,11 @@ def windows(args) -> None:
     from h2aseg.inference.predictor import load_trained_model
 
     work = Path(args.work)
-    study = make_study(work)
+    study = make_study(work, tuple(args.shape))
     checkpoint = Path(args.checkpoint) if args.checkpoint else make_checkpoint(work)
     results = {"machine_before": machine(), "threads": torch.get_num_threads(), "checkpoint": str(checkpoint)}
-    loaded = load_trained_model(checkpoint)
+    results["device"] = device_name(args.device)
+    loaded = load_trained_model(checkpoint, device=args.device)
     patch = loaded.patch_size
     results["network"] = f"{loaded.config.model.name} {loaded.config.model.options}, windows {patch}"
     clock = time.perf_counter()
@@ -337,31 +353,36 @@ def windows(args) -> None:
     ct, pet = data["ct"][0], data["pet"][0]
     results["grid_after_crop"] = list(pet.shape)
     results["counts"] = window_counts(pet, patch, loaded.preprocess.suv_scale)
+    short = [(0, max(0, p - n)) for n, p in zip(pet.shape, patch)]  # a small study: padded to one window
+    ct, pet = np.pad(ct, short, mode="edge"), np.pad(pet, short, mode="edge")
     # a body window in the middle of the study (what the network sees most)
     x, y, z = ((n - p) // 2 for n, p in zip(pet.shape, patch))
     window = torch.stack(
         [torch.from_numpy(a[x : x + patch[0], y : y + patch[1], z : z + patch[2]].copy()) for a in (ct, pet)]
-    )[None]
+    )[None].to(args.device)
     model = loaded.model
-    seconds = {name: [] for name in PATH_NETWORKS}
+    paths = dict(PATH_NETWORKS)
+    if args.device.startswith("cuda"):
+        paths.update(CUDA_PATH_NETWORKS)
+    seconds = {name: [] for name in paths}
     with torch.inference_mode():
-        repeat = max(1, int(args.min_seconds / max(_one_call(model, window), 1e-3)))
-    results["calls_per_measurement"] = repeat
-    for round_ in range(args.rounds + 1):
-        for name, (dtype, batch, channels_last) in PATH_NETWORKS.items():
-            batch = batch or InferenceSettings(patch).windows_per_call  # the core's default for this patch
-            layout = torch.channels_last_3d if channels_last else torch.contiguous_format
-            model = model.to(memory_format=layout)
-            inputs = window.expand(batch, -1, -1, -1, -1).contiguous(memory_format=layout)
-            clock = time.perf_counter()
-            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-                for _ in range(repeat):
-                    model(inputs[:, :1], inputs[:, 1:])
-            if round_:  # round 0 warms every configuration up
-                seconds[name].append((time.perf_counter() - clock) / batch / repeat)
-    per_window = {name: round(float(np.median(v)), 3) for name, v in seconds.items()}
+        _timed_calls(model, window, 1, None, args.device)  # first call: allocations, kernel loading
+        repeat = max(1, int(args.min_seconds / max(_timed_calls(model, window, 1, None, args.device), 1e-3)))
+        results["calls_per_measurement"] = repeat
+        for round_ in range(args.rounds + 1):
+            for name, (dtype, batch, channels_last) in paths.items():
+                torch.backends.cudnn.benchmark = name.endswith("+cudnn-benchmark")
+                # the core's default number of windows a call for this patch on this device
+                batch = batch or InferenceSettings(patch, device=args.device).windows_per_call
+                layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+                model = model.to(memory_format=layout)
+                inputs = window.expand(batch, -1, -1, -1, -1).contiguous(memory_format=layout)
+                elapsed = _timed_calls(model, inputs, repeat, dtype, args.device)
+                if round_:  # round 0 warms every configuration up
+                    seconds[name].append(elapsed / batch / repeat)
+    per_window = {name: round(float(np.median(v)), 4) for name, v in seconds.items()}
     results["seconds_per_window_median"] = per_window
-    results["seconds_per_window_all"] = {k: [round(t, 2) for t in v] for k, v in seconds.items()}
+    results["seconds_per_window_all"] = {k: [round(t, 4) for t in v] for k, v in seconds.items()}
     counts = results["counts"]
     network = {
         "new": counts["new"]["run"] * per_window["new"],
@@ -564,6 +585,8 @@ def main() -> None:
     p.set_defaults(func=speed)
     p = sub.add_parser("windows")
     p.add_argument("--work", default="/tmp/h2aseg_inference_bench")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--shape", type=int, nargs=3, default=list(SHAPE), help="PET grid of the synthetic study")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument(
         "--checkpoint", help="a trained run or checkpoint (default: paper-width H2ASeg, random weights)"
