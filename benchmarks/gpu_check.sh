@@ -2,8 +2,9 @@
 # GPU check (issue 13): run on a machine with one CUDA GPU from the repository root, e.g.
 #     bash benchmarks/gpu_check.sh        # stages below, each under its own time limit (about 10 minutes at most)
 # 1. the whole-body prediction (400x400x326 synthetic study, paper-width H2ASeg, random weights): `h2aseg predict`
-#    defaults (AMP: bf16 on Ampere and later) against fp32, no skipping, the former predict path and MONAI's
+#    defaults (fp32 on CUDA since this check: bf16 autocast was slower) against fp32, no skipping, the former predict path and MONAI's
 #    plain sliding window (inference.py speed);
+#    then the warm network time a window in each precision (inference.py windows);
 # 2. training-step speed of paper-width H2ASeg at 128x128x64, batch 2, eager (speed.py);
 # 3. a short `h2aseg train --amp on` against `--amp off` on a small synthetic cohort (epoch seconds, val Dice);
 # 4. the training step again, torch.compile'd with inductor.
@@ -49,6 +50,10 @@ cat "$RAW/device.txt" "$RAW/environment.txt" >&2
 # shellcheck disable=SC2086
 stage inference_wholebody 270 "$PY" benchmarks/inference.py speed --work "$WORK/wholebody" --device "$DEVICE" \
     --shape $SHAPE --modes new new-fp32 new-no-skip old monai
+
+# 1b. network seconds a window, warm, per precision (fp32, bf16, fp16, cuDNN autotuner), round-robin
+stage windows_cuda 120 "$PY" benchmarks/inference.py windows --device "$DEVICE" --work "$WORK/wholebody" \
+    --shape $SHAPE --rounds 3 --min-seconds 1.0
 
 # 2. training-step speed, eager
 stage speed_eager 60 "$PY" benchmarks/speed.py --model h2aseg --patches 128,128,64 --batch 2 --device "$DEVICE"

@@ -15,10 +15,17 @@ from pathlib import Path
 
 
 def load_json(path: Path):
+    """The JSON object a script printed last (``speed.py`` prints one line per result first)."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        text = path.read_text()
+    except OSError:
         return None
+    for start in (0, text.rfind("\n{\n") + 1):
+        try:
+            return json.loads(text[start:])
+        except ValueError:
+            continue
+    return None
 
 
 def stage_table(raw: Path) -> list[str]:
@@ -58,6 +65,26 @@ def wholebody_lines(raw: Path) -> list[str]:
     return lines
 
 
+def window_lines(raw: Path) -> list[str]:
+    report = load_json(raw / "windows_cuda.json")
+    if not report:
+        return ["(no result: see `windows_cuda.log`)"]
+    lines = [
+        f"{report.get('network')}; one body window of the study, {report.get('calls_per_measurement')} "
+        "calls a measurement, every configuration in turn, first round discarded; median over the rest.",
+        "Configurations (`PATH_NETWORKS` in `inference.py`): new = bf16 autocast, 2 windows a call; "
+        "new-fp32 = fp32, 2 a call; new-channels-last = bf16, channels-last; old = fp32, 2 a call; "
+        "monai = fp32, 1 a call; new-fp16 = fp16 autocast; +cudnn-benchmark = cuDNN's autotuner on.",
+        "",
+        "| configuration | ms a window | all rounds (s) |",
+        "|---|---|---|",
+    ]
+    for name, median in report["seconds_per_window_median"].items():
+        rounds = report["seconds_per_window_all"].get(name)
+        lines.append(f"| {name} | {median * 1000:.1f} | {rounds} |")
+    return lines
+
+
 def training_lines(raw: Path) -> list[str]:
     lines = ["| amp | seconds per epoch | validation Dice (last validated epoch) |", "|---|---|---|"]
     for amp in ("on", "off"):
@@ -82,6 +109,8 @@ def main() -> None:
     out += ["```", smi, env, "```", "", "## Stages", ""] + stage_table(raw)
     out += ["", "## Whole-body prediction (`benchmarks/inference.py speed`, every path on the GPU)", ""]
     out += wholebody_lines(raw)
+    out += ["", "## Network time a window, warm (`benchmarks/inference.py windows --device cuda`)", ""]
+    out += window_lines(raw)
     out += ["", "## Training step, paper-width H2ASeg, 128×128×64, batch 2 (`benchmarks/speed.py`)", ""]
     out += speed_lines(raw)
     out += ["", "## Short training, `h2aseg train --amp on` against `--amp off`", ""]

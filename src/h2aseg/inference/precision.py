@@ -3,7 +3,10 @@
 ``precision`` values (``h2aseg predict --precision``, :class:`h2aseg.inference.core.InferenceSettings`):
 
 - ``auto``: bf16 autocast on CPUs with native bf16 instructions (AVX512-BF16 or AMX-BF16 in the
-  kernel's CPU flags), on CUDA bf16 where the GPU has it (Ampere and later), else fp16; fp32 elsewhere.
+  kernel's CPU flags; 0.99 s a paper-width 128×128×64 window against 1.68 s in fp32 on a 2-core EPYC);
+  fp32 everywhere else, CUDA included: on an H100 (PyTorch 2.11, cuDNN's default TF32 convolutions) the
+  paper-width H2ASeg took 11.8 ms a window in fp32, 14.6 ms with bf16 autocast and 11.4 ms with fp16
+  (``benchmarks/results/gpu.md``), so autocast buys nothing there; ask for ``bf16``/``fp16`` explicitly.
 - ``fp32``: no autocast.
 - ``bf16`` / ``fp16``: that autocast dtype (fp16 only on CUDA; bf16 on a CPU without native bf16 is
   emulated by oneDNN and usually slower than fp32, so ``auto`` does not choose it there).
@@ -51,9 +54,7 @@ def autocast_dtype(precision: str, device: torch.device | str) -> torch.dtype | 
     kind = torch.device(device).type
     if precision == "fp32":
         return None
-    if precision == "auto":
-        if kind == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision == "auto":  # measured: see the module docstring
         return torch.bfloat16 if kind == "cpu" and cpu_has_native_bf16() else None
     if precision == "fp16" and kind != "cuda":
         raise ConfigError("precision fp16 needs a CUDA device; use bf16 or fp32 on the CPU")
