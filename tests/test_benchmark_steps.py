@@ -253,15 +253,20 @@ def test_a_run_held_by_a_live_process_is_not_trained_twice(tmp_path):
     import subprocess
     import sys
 
-    from h2aseg.benchmarking.runner import RUN_LOCK, _take_run_lock
+    from h2aseg.benchmarking.runner import RUN_LOCK, _run_lock
 
-    assert _take_run_lock(tmp_path) is None  # free: this process takes it
-    assert (tmp_path / RUN_LOCK).read_text() == str(os.getpid())
-    (tmp_path / RUN_LOCK).write_text(str(os.getppid()))  # held by a live process (our parent)
-    assert _take_run_lock(tmp_path) == os.getppid()
-    gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    with _run_lock(tmp_path) as holder:
+        assert holder is None  # free: this call takes it
+        assert (tmp_path / RUN_LOCK).read_text() == str(os.getpid())
+        with _run_lock(tmp_path) as second:  # another holder (own open file) finds it taken, and by whom
+            assert second == os.getpid()
+    assert (tmp_path / RUN_LOCK).read_text() == ""  # released
+    # a process killed while holding it leaves the file, but not the lock
+    code = (
+        "import fcntl, os, sys; h = open(sys.argv[1], 'a+'); fcntl.flock(h, fcntl.LOCK_EX); "
+        "h.write(str(os.getpid())); h.flush(); os._exit(9)"
     )
-    (tmp_path / RUN_LOCK).write_text(gone.stdout.strip())  # left by a process that has ended
-    assert _take_run_lock(tmp_path) is None
-    assert (tmp_path / RUN_LOCK).read_text() == str(os.getpid())
+    killed = subprocess.run([sys.executable, "-c", code, str(tmp_path / RUN_LOCK)])
+    assert killed.returncode == 9 and (tmp_path / RUN_LOCK).read_text().strip().isdigit()
+    with _run_lock(tmp_path) as holder:
+        assert holder is None

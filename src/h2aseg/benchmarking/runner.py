@@ -248,15 +248,12 @@ class BenchmarkRunner:
             )
         run_config = self.config.run_config(spec, seed, self.root, self.cache_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        holder = _take_run_lock(run_dir)
-        if holder is not None:
-            return RunRecord(
-                spec.id, seed, "busy", f"process {holder} is running it; run again when that one has finished"
-            )
-        try:
+        with _run_lock(run_dir) as holder:
+            if holder is not None:
+                who = f"process {holder}" if holder else "another process"
+                message = f"{who} is running it; run again when that one has finished"
+                return RunRecord(spec.id, seed, "busy", message)
             return self._train_predict_evaluate(spec, seed, run_dir, run_config, cases, test_ids)
-        finally:
-            (run_dir / RUN_LOCK).unlink(missing_ok=True)
 
     def _train_predict_evaluate(self, spec, seed, run_dir, run_config, cases, test_ids) -> RunRecord:
         done = run_dir / DONE_FILE
@@ -406,36 +403,36 @@ class BenchmarkRunner:
         return "; ".join(parts)
 
 
-#: Lock file of a run being trained/predicted by a process (its pid): two benchmark processes with overlapping
-#: ``--only`` lists must not train the same run at once.
+#: Lock file of a run being trained/predicted by a process: two benchmark processes with overlapping
+#: ``--only`` lists must not train the same run at once. The file stays; the lock is an ``flock`` on it, which
+#: the kernel drops when its process ends (killed included), so no lock is ever stale and no pid is trusted.
 RUN_LOCK = "running.lock"
 
 
-def _pid_alive(pid: int) -> bool:
+@contextmanager
+def _run_lock(run_dir: Path) -> Iterator[int | None]:
+    """Hold an exclusive lock on ``run_dir/RUN_LOCK`` for the ``with`` block: yields None when this call
+    holds it, else the pid of the process that does (0 when unknown) and holds nothing."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def _take_run_lock(run_dir: Path) -> int | None:
-    """Create ``run_dir/RUN_LOCK`` with this process's pid; None when taken, else the pid of the live process
-    that holds it. A lock left by a process that no longer runs (killed) is taken over."""
-    lock = run_dir / RUN_LOCK
-    for _ in range(2):
+        import fcntl
+    except ImportError:  # no flock (Windows): one process per run folder is then the user's care
+        logger.warning("no file locking on this system: do not run two benchmarks on one --out at once")
+        yield None
+        return
+    with open(run_dir / RUN_LOCK, "a+") as handle:
         try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            text = lock.read_text().strip() if lock.exists() else ""
-            holder = int(text) if text.isdigit() else None
-            if holder is not None and holder != os.getpid() and _pid_alive(holder):
-                return holder
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as handle:
-            handle.write(str(os.getpid()))
-        return None
-    raise RuntimeError(f"could not take the run lock {lock}")
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            text = handle.read().strip()
+            yield int(text) if text.isdigit() else 0
+            return
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield None
+        finally:
+            handle.seek(0)
+            handle.truncate()  # empty: nobody holds it (the flock goes with the file's closing)
