@@ -74,6 +74,8 @@ class H2ASeg(nn.Module):
         attention_dropout: dropout on attention probabilities.
         tamw_reduction: hidden-width reduction of the TAMW MLPs.
         mcsa_residual: residual connections around the MCSA steps (see :mod:`h2aseg.models.mcsa`).
+        mcsa_gate_init: learnable gates on MCSA's residual branches starting at this value (0: MCSA starts
+            as the identity); None (default, the paper): no gates. See :mod:`h2aseg.models.mcsa`.
         foreground_prior: binary output only: start every head's bias at logit(prior), so an untrained
             network predicts a foreground probability of ``prior`` everywhere instead of 0.5 (the prior
             initialisation of Lin et al., "Focal Loss", 2017; not specified by the paper). Tumour is a
@@ -101,6 +103,7 @@ class H2ASeg(nn.Module):
         tamw_reduction: int = 4,
         mcsa_residual: bool = True,
         foreground_prior: float | None = 0.01,
+        mcsa_gate_init: float | None = None,
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -123,7 +126,12 @@ class H2ASeg(nn.Module):
         self.mcsa = nn.ModuleDict(
             {
                 str(k): MCSA(
-                    channels[k - 1], self.windows[k - 1], self._map_size(k), attention_dropout, mcsa_residual
+                    channels[k - 1],
+                    self.windows[k - 1],
+                    self._map_size(k),
+                    attention_dropout,
+                    mcsa_residual,
+                    mcsa_gate_init,
                 )
                 for k in self.mcsa_levels
             }

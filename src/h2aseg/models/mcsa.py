@@ -14,6 +14,12 @@ Choice where the paper is silent: each step adds its input back (``residual=True
 Ê = E + up(BDSA(pool(E))) and F = Ê + windows⁻¹(BDSA(windows(Ê))). Without it the trilinear up-sampling
 of the token grid would replace the encoder features by a blurred copy before the intra-window step.
 ``residual=False`` gives the literal composition.
+
+Option (not in the paper): ``gate_init`` scales each residual branch by a learnable per-channel gate γ
+(one per step and modality) that starts at ``gate_init``: Ê = E + γ₁·up(BDSA(pool(E))),
+F = Ê + γ₂·windows⁻¹(BDSA(windows(Ê))).
+With 0 the module starts as the identity, so the encoder begins as the plain dual-branch backbone and learns
+how much attention to mix in (ReZero/LayerScale-style); None (default) leaves the branches unscaled.
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ class MCSA(nn.Module):
             convolutions exist; a map no larger than one window gets global attention only.
         attention_dropout: dropout on attention probabilities.
         residual: add each step's input back (see the module docstring).
+        gate_init: start value of learnable per-channel gates on the residual branches; None: no gates.
 
     Shapes: ``forward(ct, pet)``: (B, C, H, W, D) each -> ``(F_ct, F_pet)`` of the same shape. Any map
     size tiled by the window works at run time (sliding-window inference uses the training patch).
@@ -86,8 +93,11 @@ class MCSA(nn.Module):
         map_size: Size3,
         attention_dropout: float = 0.0,
         residual: bool = True,
+        gate_init: float | None = None,
     ) -> None:
         super().__init__()
+        if gate_init is not None and not residual:
+            raise ConfigError("MCSA gates scale the residual branches: gate_init needs residual=True")
         self.window_size = tuple(window_size)
         self.residual = residual
         eff = check_window_tiling(tuple(map_size), self.window_size)
@@ -98,6 +108,13 @@ class MCSA(nn.Module):
             self.pool_pet = nn.Conv3d(channels, channels, kernel_size=eff, stride=eff)
             self.inter = BDSA(channels, attention_dropout)
         self.intra = BDSA(channels, attention_dropout)
+        # gates (steps × modalities = inter ct, inter pet, intra ct, intra pet; each (1, C, 1, 1, 1))
+        shape = (4, 1, channels, 1, 1, 1)
+        self.gates = None if gate_init is None else nn.Parameter(torch.full(shape, float(gate_init)))
+
+    def _gated(self, x: torch.Tensor, branch: torch.Tensor, index: int) -> torch.Tensor:
+        """x + γ_index · branch (x + branch without gates)."""
+        return x + (branch if self.gates is None else self.gates[index] * branch)
 
     def _inter_window(self, ct: torch.Tensor, pet: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = ct.shape[2:]
@@ -105,7 +122,7 @@ class MCSA(nn.Module):
         up_ct = F.interpolate(tokens_ct, size=size, mode="trilinear", align_corners=False)
         up_pet = F.interpolate(tokens_pet, size=size, mode="trilinear", align_corners=False)
         if self.residual:
-            return ct + up_ct, pet + up_pet
+            return self._gated(ct, up_ct, 0), self._gated(pet, up_pet, 1)
         return up_ct, up_pet
 
     def _intra_window(self, ct: torch.Tensor, pet: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,7 +131,7 @@ class MCSA(nn.Module):
         out_ct, out_pet = self.intra(window_partition(ct, window), window_partition(pet, window))
         out_ct, out_pet = window_reverse(out_ct, size), window_reverse(out_pet, size)
         if self.residual:
-            return ct + out_ct, pet + out_pet
+            return self._gated(ct, out_ct, 2), self._gated(pet, out_pet, 3)
         return out_ct, out_pet
 
     def forward(self, ct: torch.Tensor, pet: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
