@@ -74,6 +74,21 @@ def test_inter_window_pooling_gives_one_token_per_window():
     assert ct.shape == pet.shape == (2, 4, 32, 16, 8)
 
 
+def test_mcsa_with_zero_gates_starts_as_the_identity_and_learns_its_gates():
+    torch.manual_seed(0)
+    mcsa = MCSA(channels=4, window_size=(8, 8, 4), map_size=(16, 16, 8), gate_init=0.0)
+    ct, pet = torch.randn(2, 4, 16, 16, 8), torch.randn(2, 4, 16, 16, 8)
+    out_ct, out_pet = mcsa(ct, pet)
+    assert torch.equal(out_ct, ct) and torch.equal(out_pet, pet)  # both residual branches scaled by 0
+    (out_ct.square().mean() + out_pet.square().mean()).backward()
+    assert mcsa.gates.grad is not None and mcsa.gates.grad.abs().amax(dim=(1, 2, 3, 4, 5)).gt(0).all()
+    ungated = MCSA(channels=4, window_size=(8, 8, 4), map_size=(16, 16, 8))
+    assert ungated.gates is None and not torch.equal(ungated(ct, pet)[0], ct)
+    with pytest.raises(ConfigError, match="residual"):
+        MCSA(channels=4, window_size=(8, 8, 4), map_size=(16, 16, 8), residual=False, gate_init=0.0)
+    assert build_model("h2aseg", patch_size=(32, 32, 32), mcsa_gate_init=0.0).mcsa["2"].gates is not None
+
+
 def test_map_no_larger_than_a_window_falls_back_to_global_attention():
     mcsa = MCSA(channels=4, window_size=(8, 8, 4), map_size=(8, 4, 4))
     assert not mcsa.has_inter_window and not hasattr(mcsa, "pool_ct")
