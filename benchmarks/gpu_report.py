@@ -59,6 +59,10 @@ def wholebody_lines(raw: Path) -> list[str]:
     lines = [f"Grid {report.get('grid')}, network {report.get('network')}.", ""]
     lines += ["| path | wall (s) | peak host RSS (GB) | last lines (stage timings) |", "|---|---|---|---|"]
     for mode, run in report["runs"].items():
+        if "error" in run:
+            last = (run["error"].strip().splitlines() or ["?"])[-1][:200].replace("|", "/")
+            lines.append(f"| {mode} | failed | | {last} |")
+            continue
         stages = " ".join(run["stdout"])[:300].replace("|", "/")
         lines.append(f"| {mode} | {run['wall_s']} | {run['peak_rss_gb']} | {stages} |")
     lines += ["", f"Wall time of each path over the default's (`new`): {report.get('speedup_vs')}"]
