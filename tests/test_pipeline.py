@@ -73,6 +73,9 @@ def test_resumed_run_equals_uninterrupted_run(cohort, tmp_path):
         torch.testing.assert_close(resumed["model"][name], tensor, rtol=0, atol=0, msg=name)
     rows = (tmp_path / "resumed" / "metrics.csv").read_text().strip().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]
+    # the summary's total counts both processes' training; "seconds" only the resuming one's
+    summary = json.loads((tmp_path / "resumed" / "train_summary.json").read_text())
+    assert summary["total_seconds"] == round(resumed["train_seconds"], 1) >= summary["seconds"] > 0
 
 
 def test_compiled_training_equals_eager_and_saves_plain_checkpoints(cohort, tmp_path):

@@ -375,7 +375,8 @@ class BenchmarkRunner:
         summary = run_dir / "train_summary.json"
         if summary.exists():
             data = json.loads(summary.read_text())
-            info.update({k: data.get(k) for k in ("epochs_run", "last_epoch", "stopped_by", "seconds")})
+            keys = ("epochs_run", "last_epoch", "stopped_by", "seconds", "total_seconds")
+            info.update({k: data.get(k) for k in keys})
         metrics = run_dir / "metrics.csv"
         if metrics.exists():
             with metrics.open(newline="") as handle:

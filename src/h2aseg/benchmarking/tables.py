@@ -93,6 +93,13 @@ def _finished(folder: Path) -> dict | None:
     return json.loads(path.read_text())
 
 
+def _train_minutes(info: dict) -> float | str:
+    """Training minutes of a run over every process that trained it (``total_seconds``; runs recorded before
+    it existed give ``seconds``, the last process's share)."""
+    seconds = info.get("total_seconds") or info.get("seconds")
+    return round(float(seconds) / 60, 2) if seconds else ""
+
+
 def _nan(value) -> float:
     return math.nan if value is None else float(value)
 
@@ -421,7 +428,7 @@ def runs_overview(
                 "model": name,
                 "seed": "" if seed is None else seed,
                 "status": status,
-                "train_minutes": round(float(info["seconds"]) / 60, 2) if info.get("seconds") else "",
+                "train_minutes": _train_minutes(info),
                 "stopped_by": info.get("stopped_by", ""),
                 "steps": info.get("steps", ""),
                 "predict_seconds": info.get("predict_seconds", ""),

@@ -77,7 +77,8 @@ class TrainResult:
     best_metric: float
     best_epoch: int
     stopped_by: str
-    seconds: float
+    seconds: float  # this process's training (a resumed run: since it resumed)
+    total_seconds: float = 0.0  # the run's training time over every process that trained it
 
 
 @dataclass
@@ -237,6 +238,7 @@ class Trainer:
             self.state.best_epoch,
             stopped_by,
             round(time.monotonic() - started, 1),
+            round(self.state.train_seconds, 1),
         )
         digests = dist_utils.gather_digests(self.ctx, self.model)
         if self.ctx.is_main:
