@@ -59,7 +59,7 @@ stage windows_cuda 120 "$PY" benchmarks/inference.py windows --device "$DEVICE" 
 stage speed_eager 60 "$PY" benchmarks/speed.py --model h2aseg --patches 128,128,64 --batch 2 --device "$DEVICE"
 
 # 3. short training with and without AMP
-"$PY" -m h2aseg synth --out "$WORK/cohort" --cases 12 --seed 0 > /dev/null 2>&1
+stage synth_cohort 120 "$PY" -m h2aseg synth --out "$WORK/cohort" --cases 12 --seed 0
 for amp in on off; do
     rm -rf "$WORK/train_amp_$amp"
     stage "train_amp_$amp" 80 "$PY" -m h2aseg train --data "$WORK/cohort" --layout autopet \
