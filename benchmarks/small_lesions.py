@@ -303,6 +303,45 @@ def compare(args) -> None:
     print(json.dumps(summary, indent=1))
 
 
+def error_breakdown(run_dir: Path) -> dict:
+    """Where a run's test errors lie: lesions missed, false detections in lesion-positive and lesion-free
+    studies, and the false-positive / false-negative volumes (from ``eval/per_case.csv``)."""
+    rows = list(csv.DictReader((run_dir / "eval" / "per_case.csv").open()))
+
+    def total(subset, key):
+        return sum(float(r[key]) for r in subset if r[key] not in ("", "nan"))
+
+    positive = [r for r in rows if float(r["gt_voxels"]) > 0]
+    free = [r for r in rows if float(r["gt_voxels"]) == 0]
+    return {
+        "dice_positive": 100 * total(positive, "dice") / max(len(positive), 1),
+        "hits": int(total(positive, "hits")),
+        "lesions": int(total(positive, "lesions")),
+        "fd_positive": int(total(positive, "false_detections")),
+        "fd_free": int(total(free, "false_detections")),
+        "free_clean": sum(float(r["pred_voxels"]) == 0 for r in free),
+        "n_free": len(free),
+        "fp_ml": total(rows, "fp_volume_ml"),
+        "fn_ml": total(positive, "fn_volume_ml"),
+    }
+
+
+def errors(args) -> None:
+    """Markdown table of :func:`error_breakdown` for run folders given as paths."""
+    lines = [
+        "| run | test Dice, positive studies | lesions hit | false detections: positive / lesion-free "
+        "studies | lesion-free studies with no detection | FP ml | FN ml |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for run_dir in args.runs:
+        e = error_breakdown(run_dir)
+        lines.append(
+            f"| {run_dir} | {e['dice_positive']:.1f} | {e['hits']} / {e['lesions']} | {e['fd_positive']} / "
+            f"{e['fd_free']} | {e['free_clean']} / {e['n_free']} | {e['fp_ml']:.1f} | {e['fn_ml']:.1f} |"
+        )
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -342,6 +381,9 @@ def main() -> None:
     p.add_argument("--a", nargs="+", required=True, help="run names of group A (one network, its seeds)")
     p.add_argument("--b", nargs="+", required=True, help="run names of group B")
     p.set_defaults(func=compare)
+    p = sub.add_parser("errors", help="where the test errors lie (misses, false detections), run folders")
+    p.add_argument("runs", nargs="+", type=Path, help="run folders holding eval/per_case.csv")
+    p.set_defaults(func=errors)
     args = parser.parse_args()
     if getattr(args, "train_args", None) and args.train_args[0] == "--":
         args.train_args = args.train_args[1:]
