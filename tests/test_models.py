@@ -89,6 +89,36 @@ def test_mcsa_with_zero_gates_starts_as_the_identity_and_learns_its_gates():
     assert build_model("h2aseg", patch_size=(32, 32, 32), mcsa_gate_init=0.0).mcsa["2"].gates is not None
 
 
+def test_mcsa_norm_pre_attends_on_normalised_features_and_post_normalises_the_output():
+    torch.manual_seed(0)
+    size = (16, 16, 8)
+    ct, pet = torch.randn(2, 4, *size), torch.randn(2, 4, *size)
+    # pre, on a one-window map (one step): the branch sees IN(x), so scaling x by 10 leaves what it adds
+    one = (8, 8, 4)
+    ct, pet = torch.randn(2, 4, *one), torch.randn(2, 4, *one)
+    pre = MCSA(channels=4, window_size=(8, 8, 4), map_size=one, norm="pre")
+    added = [o - x for o, x in zip(pre(ct, pet), (ct, pet))]
+    added_scaled = [o - 10 * x for o, x in zip(pre(10 * ct, 10 * pet), (ct, pet))]
+    for a, b in zip(added, added_scaled):
+        torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-3)
+    plain = MCSA(channels=4, window_size=(8, 8, 4), map_size=one)
+    plain.load_state_dict(pre.state_dict(), strict=False)  # same attention weights, no norms
+    plain_added = plain(10 * ct, 10 * pet)[0] - 10 * ct
+    assert not torch.allclose(plain_added, added[0], atol=1e-3)
+    # post: IN-PReLU after each residual keeps the output at unit scale whatever the input scale
+    ct, pet = torch.randn(2, 4, *size), torch.randn(2, 4, *size)
+    post = MCSA(channels=4, window_size=(8, 8, 4), map_size=size, norm="post")
+    plain = MCSA(channels=4, window_size=(8, 8, 4), map_size=size)
+    out_ct, _ = post(100 * ct, 100 * pet)
+    assert out_ct.std() < 2 and plain(100 * ct, 100 * pet)[0].std() > 50
+    # the default has no norm parameters: checkpoints of earlier runs load unchanged
+    assert not any("norms" in key for key in plain.state_dict())
+    assert any("norms.2" in key for key in pre.state_dict()) and any("norms.0" in k for k in post.state_dict())
+    with pytest.raises(ConfigError, match="norm"):
+        MCSA(channels=4, window_size=(8, 8, 4), map_size=size, norm="layer")
+    assert build_model("h2aseg", patch_size=(32, 32, 32), mcsa_norm="post").mcsa["2"].norm == "post"
+
+
 def test_map_no_larger_than_a_window_falls_back_to_global_attention():
     mcsa = MCSA(channels=4, window_size=(8, 8, 4), map_size=(8, 4, 4))
     assert not mcsa.has_inter_window and not hasattr(mcsa, "pool_ct")

@@ -76,6 +76,8 @@ class H2ASeg(nn.Module):
         mcsa_residual: residual connections around the MCSA steps (see :mod:`h2aseg.models.mcsa`).
         mcsa_gate_init: learnable gates on MCSA's residual branches starting at this value (0: MCSA starts
             as the identity); None (default, the paper): no gates. See :mod:`h2aseg.models.mcsa`.
+        mcsa_norm: None (default), ``"pre"`` (attend on instance-normalised features) or ``"post"`` (the
+            release's IN-PReLU after each MCSA residual); see :mod:`h2aseg.models.mcsa`.
         foreground_prior: binary output only: start every head's bias at logit(prior), so an untrained
             network predicts a foreground probability of ``prior`` everywhere instead of 0.5 (the prior
             initialisation of Lin et al., "Focal Loss", 2017; not specified by the paper). Tumour is a
@@ -104,6 +106,7 @@ class H2ASeg(nn.Module):
         mcsa_residual: bool = True,
         foreground_prior: float | None = 0.01,
         mcsa_gate_init: float | None = None,
+        mcsa_norm: str | None = None,
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -132,6 +135,7 @@ class H2ASeg(nn.Module):
                     attention_dropout,
                     mcsa_residual,
                     mcsa_gate_init,
+                    mcsa_norm,
                 )
                 for k in self.mcsa_levels
             }

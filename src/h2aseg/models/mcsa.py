@@ -20,6 +20,14 @@ Option (not in the paper): ``gate_init`` scales each residual branch by a learna
 F = Ê + γ₂·windows⁻¹(BDSA(windows(Ê))).
 With 0 the module starts as the identity, so the encoder begins as the plain dual-branch backbone and learns
 how much attention to mix in (ReZero/LayerScale-style); None (default) leaves the branches unscaled.
+
+Option (where the paper is silent): ``norm`` normalises around the two steps. The encoder's residual stream is
+not normalised (pre-activation ResUNet blocks), so by default BDSA's 1×1×1 projections, and with them the
+attention logits QᵀK/√C, see features whose scale grows with depth and training.
+``"pre"`` (the transformer habit): each step attends on instance-normalised inputs and adds to the raw stream,
+Ê = E + up(BDSA(pool(IN(E)))), F = Ê + windows⁻¹(BDSA(windows(IN(Ê)))).
+``"post"`` (the authors' release, ``model/Attention.py``): Ê = IN-PReLU(E + up(·)), F = IN-PReLU(Ê + windows⁻¹(·)).
+None (default): neither.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ from torch import nn
 
 from h2aseg.errors import ConfigError
 from h2aseg.models.bdsa import BDSA
+from h2aseg.models.blocks import norm_act
+
+MCSA_NORMS = (None, "pre", "post")
 
 Size3 = tuple[int, int, int]
 
@@ -81,6 +92,7 @@ class MCSA(nn.Module):
         attention_dropout: dropout on attention probabilities.
         residual: add each step's input back (see the module docstring).
         gate_init: start value of learnable per-channel gates on the residual branches; None: no gates.
+        norm: None, ``"pre"`` or ``"post"``: instance normalisation around the steps (module docstring).
 
     Shapes: ``forward(ct, pet)``: (B, C, H, W, D) each -> ``(F_ct, F_pet)`` of the same shape. Any map
     size tiled by the window works at run time (sliding-window inference uses the training patch).
@@ -94,10 +106,15 @@ class MCSA(nn.Module):
         attention_dropout: float = 0.0,
         residual: bool = True,
         gate_init: float | None = None,
+        norm: str | None = None,
     ) -> None:
         super().__init__()
         if gate_init is not None and not residual:
             raise ConfigError("MCSA gates scale the residual branches: gate_init needs residual=True")
+        if norm not in MCSA_NORMS:
+            raise ConfigError(f"MCSA norm must be one of {MCSA_NORMS}, got {norm!r}")
+        if norm is not None and not residual:
+            raise ConfigError("MCSA norm acts around the residual steps: it needs residual=True")
         self.window_size = tuple(window_size)
         self.residual = residual
         eff = check_window_tiling(tuple(map_size), self.window_size)
@@ -111,14 +128,28 @@ class MCSA(nn.Module):
         # gates (steps × modalities = inter ct, inter pet, intra ct, intra pet; each (1, C, 1, 1, 1))
         shape = (4, 1, channels, 1, 1, 1)
         self.gates = None if gate_init is None else nn.Parameter(torch.full(shape, float(gate_init)))
+        # norms in the gates' order (inter ct, inter pet, intra ct, intra pet); identity where unused
+        self.norm = norm
+        steps = 4 if self.has_inter_window else 2
+        make = {None: lambda: nn.Identity(), "pre": lambda: nn.InstanceNorm3d(channels, affine=True)}
+        make["post"] = lambda: norm_act(channels)
+        self.norms = nn.ModuleList([nn.Identity()] * (4 - steps) + [make[norm]() for _ in range(steps)])
+
+    def _pre(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """The input a step attends on: IN(x) with ``norm="pre"``, x otherwise."""
+        return self.norms[index](x) if self.norm == "pre" else x
+
+    def _post(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """A step's output: IN-PReLU(x) with ``norm="post"``, x otherwise."""
+        return self.norms[index](x) if self.norm == "post" else x
 
     def _gated(self, x: torch.Tensor, branch: torch.Tensor, index: int) -> torch.Tensor:
-        """x + γ_index · branch (x + branch without gates)."""
-        return x + (branch if self.gates is None else self.gates[index] * branch)
+        """x + γ_index · branch (x + branch without gates), then IN-PReLU with ``norm="post"``."""
+        return self._post(x + (branch if self.gates is None else self.gates[index] * branch), index)
 
     def _inter_window(self, ct: torch.Tensor, pet: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = ct.shape[2:]
-        tokens_ct, tokens_pet = self.inter(self.pool_ct(ct), self.pool_pet(pet))
+        tokens_ct, tokens_pet = self.inter(self.pool_ct(self._pre(ct, 0)), self.pool_pet(self._pre(pet, 1)))
         up_ct = F.interpolate(tokens_ct, size=size, mode="trilinear", align_corners=False)
         up_pet = F.interpolate(tokens_pet, size=size, mode="trilinear", align_corners=False)
         if self.residual:
@@ -128,7 +159,9 @@ class MCSA(nn.Module):
     def _intra_window(self, ct: torch.Tensor, pet: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         size = tuple(ct.shape[2:])
         window = check_window_tiling(size, self.window_size)
-        out_ct, out_pet = self.intra(window_partition(ct, window), window_partition(pet, window))
+        out_ct, out_pet = self.intra(
+            window_partition(self._pre(ct, 2), window), window_partition(self._pre(pet, 3), window)
+        )
         out_ct, out_pet = window_reverse(out_ct, size), window_reverse(out_pet, size)
         if self.residual:
             return self._gated(ct, out_ct, 2), self._gated(pet, out_pet, 3)
