@@ -26,7 +26,8 @@ not normalised (pre-activation ResUNet blocks), so by default BDSA's 1×1×1 pro
 attention logits QᵀK/√C, see features whose scale grows with depth and training.
 ``"pre"`` (the transformer habit): each step attends on instance-normalised inputs and adds to the raw stream,
 Ê = E + up(BDSA(pool(IN(E)))), F = Ê + windows⁻¹(BDSA(windows(IN(Ê)))).
-``"post"`` (the authors' release, ``model/Attention.py``): Ê = IN-PReLU(E + up(·)), F = IN-PReLU(Ê + windows⁻¹(·)).
+``"post"`` (the authors' release, ``model/Attention.py``): Ê = IN-PReLU(E + up(·)),
+F = IN-PReLU(Ê + windows⁻¹(·)).
 None (default): neither.
 """
 
