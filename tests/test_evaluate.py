@@ -56,6 +56,7 @@ def folders(tmp_path):
 def test_evaluate_folders_writes_reports_and_lists_unusable_cases(folders, caplog):
     pred, gt, out = folders
     summary = evaluate_folders(pred, gt, out, progress=False)
+    assert summary["settings"]["case_ids"] is None  # no split given (was the list of every label)
 
     with open(out / "per_case.csv", newline="") as handle:
         rows = {r["case_id"]: r for r in csv.DictReader(handle)}

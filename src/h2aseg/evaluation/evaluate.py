@@ -186,9 +186,37 @@ def evaluate_folders(
     for name, folder in (("prediction", pred_dir), ("label", gt_dir)):
         if not folder.is_dir():
             raise DataError(f"{name} folder {folder} does not exist; check the path")
-    gt_files, found_problems = _label_files(
-        gt_dir, layout, {"ct_channel": ct_channel, "pet_channel": pet_channel}
+    gt_files, pred_files, problems = _select_cases(
+        pred_dir, gt_dir, layout, case_ids, {"ct_channel": ct_channel, "pet_channel": pet_channel}
     )
+    rows, resampled = _score_cases(pred_dir, gt_files, pred_files, labels, max_voxels, progress, problems)
+    for line in problems:
+        logger.warning("%s", line)
+    if not rows:
+        raise DataError(
+            f"no case could be evaluated ({len(problems)} problems, first: {problems[0]})"
+            if problems
+            else "no case could be evaluated"
+        )
+    summary = summarise(rows)
+    summary["problems"] = problems
+    summary["resampled"] = resampled
+    summary["settings"] = {
+        "pred_dir": str(pred_dir),
+        "gt_dir": str(gt_dir),
+        "layout": layout,
+        "labels": list(labels),
+        "case_ids": None if case_ids is None else list(gt_files),
+    }
+    _write_reports(rows, summary, out_dir, title=f"Evaluation of {pred_dir.name}")
+    return summary
+
+
+def _select_cases(
+    pred_dir: Path, gt_dir: Path, layout: str | None, case_ids: Sequence[str] | None, channels: dict
+) -> tuple[dict[str, Path], dict[str, Path], list[str]]:
+    """Labels and predictions to score (restricted to ``case_ids`` when given) and the problems found."""
+    gt_files, found_problems = _label_files(gt_dir, layout, channels)
     if not gt_files:
         where = (
             f"in the {layout} layout under {gt_dir}"
@@ -212,14 +240,26 @@ def evaluate_folders(
     problems = [p for _, p in found_problems] + problems
     for case_id in sorted(set(pred_files) - set(gt_files)):
         problems.append(f"{case_id}: prediction {pred_files[case_id]} has no label; not evaluated")
+    return gt_files, pred_files, problems
 
-    case_ids = sorted(gt_files)
+
+def _score_cases(
+    pred_dir: Path,
+    gt_files: dict[str, Path],
+    pred_files: dict[str, Path],
+    labels: Sequence[int],
+    max_voxels: int | None,
+    progress: bool,
+    problems: list[str],
+) -> tuple[list[dict], list[str]]:
+    """Per-case metric rows and resampling notes; a case that cannot be scored goes to ``problems``."""
+    ids = sorted(gt_files)
     if progress:
         from tqdm import tqdm
 
-        case_ids = tqdm(case_ids, desc="evaluate", unit="case", file=sys.stderr)
+        ids = tqdm(ids, desc="evaluate", unit="case", file=sys.stderr)
     rows, resampled = [], []
-    for case_id in case_ids:
+    for case_id in ids:
         pred_path = pred_files.get(case_id)
         if pred_path is None:
             problems.append(
@@ -235,29 +275,16 @@ def evaluate_folders(
         if note:
             resampled.append(note)
         rows.extend(evaluate_arrays([(case_id, pred.array, gt.array, gt.spacing)], labels=labels))
-    for line in problems:
-        logger.warning("%s", line)
-    if not rows:
-        raise DataError(
-            f"no case could be evaluated ({len(problems)} problems, first: {problems[0]})"
-            if problems
-            else "no case could be evaluated"
-        )
+    return rows, resampled
 
-    summary = summarise(rows)
-    summary["problems"] = problems
-    summary["resampled"] = resampled
-    summary["settings"] = {
-        "pred_dir": str(pred_dir),
-        "gt_dir": str(gt_dir),
-        "layout": layout,
-        "labels": list(labels),
-        "case_ids": None if case_ids is None else list(gt_files),
-    }
+
+def _write_reports(rows: list[dict], summary: dict, out_dir: Path, title: str) -> None:
+    """``per_case.csv``, ``summary.json`` and ``summary.md`` (with the resampled and left-out cases)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(rows, out_dir / "per_case.csv")
     write_json(summary, out_dir / "summary.json")
-    text = summary_markdown(summary, title=f"Evaluation of {pred_dir.name}")
+    text = summary_markdown(summary, title=title)
+    resampled, problems = summary["resampled"], summary["problems"]
     if resampled:
         text += (
             f"\n{len(resampled)} prediction(s) on another grid than their label were resampled onto the "
@@ -266,4 +293,3 @@ def evaluate_folders(
     if problems:
         text += f"\n{len(problems)} case(s) left out:\n\n" + "".join(f"- {p}\n" for p in problems)
     write_text(text, out_dir / "summary.md")
-    return summary
