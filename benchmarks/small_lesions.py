@@ -303,6 +303,85 @@ def compare(args) -> None:
     print(json.dumps(summary, indent=1))
 
 
+def _predict_patch(model, ct, pet, start, patch) -> np.ndarray:
+    import torch
+
+    sl = tuple(slice(s, s + p) for s, p in zip(start, patch))
+    with torch.no_grad():
+        out = model(torch.from_numpy(ct[(0, *sl)])[None, None], torch.from_numpy(pet[(0, *sl)])[None, None])
+    return (out[0, 0] > 0).numpy() if out.shape[1] == 1 else (out[0].argmax(0) > 0).numpy()
+
+
+def _blank_ct(ct: np.ndarray, pet: np.ndarray, start, patch) -> np.ndarray:
+    """A copy of ``ct`` whose patch holds one value (the median CT of the patch's body voxels): no CT cue."""
+    blank = ct.copy()
+    sl = (0, *(slice(s, s + p) for s, p in zip(start, patch)))
+    body = pet[sl] > 0
+    blank[sl] = np.median(ct[sl][body]) if body.any() else np.median(ct[sl])
+    return blank
+
+
+def _ct_probe_run(run_dir: Path, cases: dict, hot_suv: float, min_voxels: int) -> tuple[dict, dict]:
+    """Per test lesion its Dice, per hot non-lesion region whether anything in it is called lesion; each
+    with the real CT and with the patch's CT made uniform."""
+    from scipy import ndimage
+
+    from h2aseg.data.preprocess import preprocess_case
+    from h2aseg.inference.predictor import load_trained_model
+
+    loaded = load_trained_model(run_dir)
+    patch = np.array(loaded.patch_size)
+    splits = json.loads((run_dir / "splits.json").read_text())
+    dice, hot_hit = {"real": [], "blank": []}, {"real": [], "blank": []}
+    for case_id in splits["test"]:
+        data = preprocess_case(cases[case_id], loaded.preprocess)
+        pad = [(0, 0)] + [(p, p) for p in patch]
+        ct, pet, label = (np.pad(np.asarray(data[k], np.float32), pad) for k in ("ct", "pet", "label"))
+        lesion = label[0] > 0
+        hot = (pet[0] * data["meta"]["suv_scale"] >= hot_suv) & ~ndimage.binary_dilation(lesion, iterations=2)
+        for mask, is_lesion in ((lesion, True), (hot, False)):
+            components, n = ndimage.label(mask)
+            sizes = ndimage.sum(mask, components, range(1, n + 1))
+            centres = ndimage.center_of_mass(mask, components, range(1, n + 1))
+            for index, (size, centre) in enumerate(zip(sizes, centres)):
+                if not is_lesion and size < min_voxels:
+                    continue
+                start = np.round(centre).astype(int) - patch // 2
+                inside = components[tuple(slice(a, a + p) for a, p in zip(start, patch))] == index + 1
+                for kind, ct_in in (("real", ct), ("blank", _blank_ct(ct, pet, start, patch))):
+                    pred = _predict_patch(loaded.model, ct_in, pet, start, patch)
+                    if is_lesion:
+                        dice[kind].append(2 * (pred & inside).sum() / max(pred.sum() + inside.sum(), 1))
+                    else:
+                        hot_hit[kind].append(bool((pred & inside).any()))
+    return dice, hot_hit
+
+
+def ct_probe(args) -> None:
+    """How much a trained network leans on CT: held-out lesions and PET-avid non-lesion spots (SUV >=
+    ``--hot-suv``, the decoys), each in a patch centred on it, predicted with the real CT and with the
+    patch's CT made uniform. Lesion Dice and the share of decoys with a detection, both ways."""
+    from h2aseg.data.layouts import discover_cases
+
+    cases = {c.case_id: c for c in discover_cases(args.data, "autopet").cases}
+    lines = [
+        "| run | test lesions: Dice, real CT / uniform CT | hot non-lesion regions with a detection, "
+        "real CT / uniform CT |",
+        "|---|---|---|",
+    ]
+    for run_dir in args.runs:
+        dice, hot_hit = _ct_probe_run(run_dir, cases, args.hot_suv, args.min_decoy_voxels)
+
+        def both(values: dict) -> str:
+            return (
+                f"{np.mean(values['real']):.2f} / {np.mean(values['blank']):.2f} (n = {len(values['real'])})"
+            )
+
+        lines.append(f"| {run_dir} | {both(dice)} | {both(hot_hit)} |")
+        print(lines[-1], flush=True)
+    print("\n".join(lines))
+
+
 def error_breakdown(run_dir: Path) -> dict:
     """Where a run's test errors lie: lesions missed, false detections in lesion-positive and lesion-free
     studies, and the false-positive / false-negative volumes (from ``eval/per_case.csv``)."""
@@ -381,6 +460,12 @@ def main() -> None:
     p.add_argument("--a", nargs="+", required=True, help="run names of group A (one network, its seeds)")
     p.add_argument("--b", nargs="+", required=True, help="run names of group B")
     p.set_defaults(func=compare)
+    p = sub.add_parser("ct-probe", help="lesions and decoys predicted with the real CT and a uniform one")
+    p.add_argument("--data", type=Path, required=True, help="the cohort's autopet-layout data folder")
+    p.add_argument("--hot-suv", type=float, default=2.5, help="decoys: non-lesion PET >= this SUV")
+    p.add_argument("--min-decoy-voxels", type=int, default=8, help="smallest decoy counted")
+    p.add_argument("runs", nargs="+", type=Path, help="run folders (model, splits.json)")
+    p.set_defaults(func=ct_probe)
     p = sub.add_parser("errors", help="where the test errors lie (misses, false detections), run folders")
     p.add_argument("runs", nargs="+", type=Path, help="run folders holding eval/per_case.csv")
     p.set_defaults(func=errors)
