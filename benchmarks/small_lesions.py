@@ -135,14 +135,23 @@ def run(args) -> None:
         )
 
 
-def _patch_dice(model, ct, pet, label, start, patch) -> float:
+def _window(start, patch) -> tuple:
+    """Index of the patch at ``start`` in a (1, X, Y, Z) array."""
+    return (0, *(slice(a, a + p) for a, p in zip(start, patch)))
+
+
+def _predict_patch(model, ct_patch: np.ndarray, pet_patch: np.ndarray) -> np.ndarray:
+    """Binary lesion mask of one (X, Y, Z) patch pair."""
     import torch
 
-    sl = tuple(slice(s, s + p) for s, p in zip(start, patch))
     with torch.no_grad():
-        out = model(torch.from_numpy(ct[(0, *sl)])[None, None], torch.from_numpy(pet[(0, *sl)])[None, None])
-    pred = (out[0, 0] > 0).numpy() if out.shape[1] == 1 else (out[0].argmax(0) > 0).numpy()
-    truth = label[(0, *sl)] > 0
+        out = model(torch.from_numpy(ct_patch)[None, None], torch.from_numpy(pet_patch)[None, None])
+    return (out[0, 0] > 0).numpy() if out.shape[1] == 1 else (out[0].argmax(0) > 0).numpy()
+
+
+def _patch_dice(model, ct, pet, label, start, patch) -> float:
+    window = _window(start, patch)
+    pred, truth = _predict_patch(model, ct[window], pet[window]), label[window] > 0
     return float(2 * (pred & truth).sum() / max(pred.sum() + truth.sum(), 1))
 
 
@@ -303,22 +312,10 @@ def compare(args) -> None:
     print(json.dumps(summary, indent=1))
 
 
-def _predict_patch(model, ct, pet, start, patch) -> np.ndarray:
-    import torch
-
-    sl = tuple(slice(s, s + p) for s, p in zip(start, patch))
-    with torch.no_grad():
-        out = model(torch.from_numpy(ct[(0, *sl)])[None, None], torch.from_numpy(pet[(0, *sl)])[None, None])
-    return (out[0, 0] > 0).numpy() if out.shape[1] == 1 else (out[0].argmax(0) > 0).numpy()
-
-
-def _blank_ct(ct: np.ndarray, pet: np.ndarray, start, patch) -> np.ndarray:
-    """A copy of ``ct`` whose patch holds one value (the median CT of the patch's body voxels): no CT cue."""
-    blank = ct.copy()
-    sl = (0, *(slice(s, s + p) for s, p in zip(start, patch)))
-    body = pet[sl] > 0
-    blank[sl] = np.median(ct[sl][body]) if body.any() else np.median(ct[sl])
-    return blank
+def _blank(ct_patch: np.ndarray, pet_patch: np.ndarray) -> np.ndarray:
+    """The CT patch made one value (the median CT of its body voxels, PET > 0): no CT cue left."""
+    body = pet_patch > 0
+    return np.full_like(ct_patch, np.median(ct_patch[body]) if body.any() else np.median(ct_patch))
 
 
 def _ct_probe_run(run_dir: Path, cases: dict, hot_suv: float, min_voxels: int) -> tuple[dict, dict]:
@@ -346,10 +343,11 @@ def _ct_probe_run(run_dir: Path, cases: dict, hot_suv: float, min_voxels: int) -
             for index, (size, centre) in enumerate(zip(sizes, centres)):
                 if not is_lesion and size < min_voxels:
                     continue
-                start = np.round(centre).astype(int) - patch // 2
-                inside = components[tuple(slice(a, a + p) for a, p in zip(start, patch))] == index + 1
-                for kind, ct_in in (("real", ct), ("blank", _blank_ct(ct, pet, start, patch))):
-                    pred = _predict_patch(loaded.model, ct_in, pet, start, patch)
+                window = _window(np.round(centre).astype(int) - patch // 2, patch)
+                inside = components[window[1:]] == index + 1
+                ct_patch, pet_patch = ct[window], pet[window]
+                for kind, ct_in in (("real", ct_patch), ("blank", _blank(ct_patch, pet_patch))):
+                    pred = _predict_patch(loaded.model, ct_in, pet_patch)
                     if is_lesion:
                         dice[kind].append(2 * (pred & inside).sum() / max(pred.sum() + inside.sum(), 1))
                     else:
@@ -369,8 +367,13 @@ def ct_probe(args) -> None:
         "real CT / uniform CT |",
         "|---|---|---|",
     ]
+    failed = []
     for run_dir in args.runs:
-        dice, hot_hit = _ct_probe_run(run_dir, cases, args.hot_suv, args.min_decoy_voxels)
+        try:
+            dice, hot_hit = _ct_probe_run(run_dir, cases, args.hot_suv, args.min_decoy_voxels)
+        except (OSError, KeyError, ValueError, RuntimeError) as err:  # one unreadable run: report, go on
+            failed.append(f"{run_dir}: {type(err).__name__}: {err}")
+            continue
 
         def both(values: dict) -> str:
             return (
@@ -379,7 +382,16 @@ def ct_probe(args) -> None:
 
         lines.append(f"| {run_dir} | {both(dice)} | {both(hot_hit)} |")
         print(lines[-1], flush=True)
+    _print_table(lines, failed)
+
+
+def _print_table(lines: list[str], failed: list[str]) -> None:
+    """The table, then one line per run left out; exit status 1 when any was."""
     print("\n".join(lines))
+    for line in failed:
+        print(f"left out: {line}", file=sys.stderr)
+    if failed:
+        sys.exit(1)
 
 
 def error_breakdown(run_dir: Path) -> dict:
@@ -412,13 +424,18 @@ def errors(args) -> None:
         "studies | lesion-free studies with no detection | FP ml | FN ml |",
         "|---|---|---|---|---|---|---|",
     ]
+    failed = []
     for run_dir in args.runs:
-        e = error_breakdown(run_dir)
+        try:
+            e = error_breakdown(run_dir)
+        except (OSError, KeyError, ValueError) as err:  # missing, truncated or foreign per_case.csv
+            failed.append(f"{run_dir}: {type(err).__name__}: {err}")
+            continue
         lines.append(
             f"| {run_dir} | {e['dice_positive']:.1f} | {e['hits']} / {e['lesions']} | {e['fd_positive']} / "
             f"{e['fd_free']} | {e['free_clean']} / {e['n_free']} | {e['fp_ml']:.1f} | {e['fn_ml']:.1f} |"
         )
-    print("\n".join(lines))
+    _print_table(lines, failed)
 
 
 def main() -> None:

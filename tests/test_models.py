@@ -92,7 +92,6 @@ def test_mcsa_with_zero_gates_starts_as_the_identity_and_learns_its_gates():
 def test_mcsa_norm_pre_attends_on_normalised_features_and_post_normalises_the_output():
     torch.manual_seed(0)
     size = (16, 16, 8)
-    ct, pet = torch.randn(2, 4, *size), torch.randn(2, 4, *size)
     # pre, on a one-window map (one step): the branch sees IN(x), so scaling x by 10 leaves what it adds
     one = (8, 8, 4)
     ct, pet = torch.randn(2, 4, *one), torch.randn(2, 4, *one)
