@@ -119,6 +119,29 @@ def test_mcsa_norm_pre_attends_on_normalised_features_and_post_normalises_the_ou
     assert build_model("h2aseg", patch_size=(32, 32, 32), mcsa_norm="post").mcsa["2"].norm == "post"
 
 
+def test_mcsa_feeds_encoder_false_keeps_the_ct_encoder_free_of_pet():
+    """Default: the CT encoder's level-3 block reads F_ct^2, which carries PET; with the option it reads E_ct^2."""
+
+    def ct_level3_input(net, pet):
+        seen = []
+        hook = net.encoder_ct.blocks[2].register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+        with torch.no_grad():
+            net(torch.ones(1, 1, 32, 32, 32), pet)
+        hook.remove()
+        return seen[0]
+
+    torch.manual_seed(0)
+    pet_a, pet_b = torch.rand(1, 1, 32, 32, 32), torch.rand(1, 1, 32, 32, 32)
+    for feeds, depends_on_pet in ((True, True), (False, False)):
+        net = build_model("h2aseg", patch_size=(32, 32, 32), mcsa_feeds_encoder=feeds).eval()
+        differ = not torch.allclose(ct_level3_input(net, pet_a), ct_level3_input(net, pet_b))
+        assert differ == depends_on_pet
+        # the decoder still gets MCSA's cross-modal features: the CT skip F_ct^3 depends on PET either way
+        with torch.no_grad():
+            x = torch.ones(1, 1, 32, 32, 32)
+            assert not torch.allclose(net.encode(x, pet_a)[2][0], net.encode(x, pet_b)[2][0])
+
+
 def test_map_no_larger_than_a_window_falls_back_to_global_attention():
     mcsa = MCSA(channels=4, window_size=(8, 8, 4), map_size=(8, 4, 4))
     assert not mcsa.has_inter_window and not hasattr(mcsa, "pool_ct")

@@ -78,6 +78,11 @@ class H2ASeg(nn.Module):
             as the identity); None (default, the paper): no gates. See :mod:`h2aseg.models.mcsa`.
         mcsa_norm: None (default), ``"pre"`` (attend on instance-normalised features) or ``"post"`` (the
             release's IN-PReLU after each MCSA residual); see :mod:`h2aseg.models.mcsa`.
+        mcsa_feeds_encoder: True (default, the paper and the release): MCSA's outputs F^k go on into the
+            next encoder block, so from the first MCSA level on each encoder works on both modalities.
+            False (not in the paper): F^k go to the decoder only and each encoder stays modality-pure
+            (E^(k+1) = block(E^k)), so the CT encoder has to learn CT cues itself — a test of the
+            reading that cross-modal mixing lets the CT stream lean on PET (``small_lesions.md`` §8.1).
         foreground_prior: binary output only: start every head's bias at logit(prior), so an untrained
             network predicts a foreground probability of ``prior`` everywhere instead of 0.5 (the prior
             initialisation of Lin et al., "Focal Loss", 2017; not specified by the paper). Tumour is a
@@ -107,6 +112,7 @@ class H2ASeg(nn.Module):
         foreground_prior: float | None = 0.01,
         mcsa_gate_init: float | None = None,
         mcsa_norm: str | None = None,
+        mcsa_feeds_encoder: bool = True,
     ) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -120,6 +126,7 @@ class H2ASeg(nn.Module):
         self.num_classes = num_classes
         self.windows = self._per_level_windows(window_size)
         self.use_mcsa, self.use_tamw = use_mcsa, use_tamw
+        self.mcsa_feeds_encoder = mcsa_feeds_encoder
         # set before check_patch, which only asks the levels that get MCSA to tile their maps
         self.mcsa_levels = tuple(sorted(mcsa_levels)) if use_mcsa else ()
         self.patch_size = self.check_patch(patch_size)
@@ -184,16 +191,19 @@ class H2ASeg(nn.Module):
 
     # ---------------------------------------------------------------------------------------- forward
     def encode(self, ct: torch.Tensor, pet: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(B, in, H, W, D) each -> [(F_ct^k, F_pet^k) for k = 1..5]."""
+        """(B, in, H, W, D) each -> [(F_ct^k, F_pet^k) for k = 1..5].
+
+        The next encoder block takes F^k (default) or, with ``mcsa_feeds_encoder=False``, E^k."""
         features = []
         x_ct, x_pet = ct, pet
         for k, (block_ct, block_pet) in enumerate(
             zip(self.encoder_ct.blocks, self.encoder_pet.blocks), start=1
         ):
-            x_ct, x_pet = block_ct(x_ct), block_pet(x_pet)
-            if str(k) in self.mcsa:
-                x_ct, x_pet = self.mcsa[str(k)](x_ct, x_pet)
-            features.append((x_ct, x_pet))
+            x_ct, x_pet = block_ct(x_ct), block_pet(x_pet)  # E_ct^k, E_pet^k
+            f_ct, f_pet = self.mcsa[str(k)](x_ct, x_pet) if str(k) in self.mcsa else (x_ct, x_pet)
+            features.append((f_ct, f_pet))
+            if self.mcsa_feeds_encoder:
+                x_ct, x_pet = f_ct, f_pet
         return features
 
     def decode_levels(self, features: list[tuple[torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
