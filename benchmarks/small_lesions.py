@@ -438,6 +438,60 @@ def errors(args) -> None:
     _print_table(lines, failed)
 
 
+def false_uptake(run_dir: Path, cases: dict, edges: tuple[float, ...]) -> dict:
+    """False-positive volume (ml) of a run's test predictions by the mean SUV of each false component
+    (26-connected predicted components that touch no lesion voxel), binned at ``edges``."""
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    from h2aseg.data.io import read_image
+
+    bins = [f"< {edges[0]:g}"] + [f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:])] + [f">= {edges[-1]:g}"]
+    volume = dict.fromkeys(bins, 0.0)
+    predictions = sorted((run_dir / "pred").glob("*.nii.gz"))
+    if not predictions:
+        raise FileNotFoundError(f"{run_dir / 'pred'}: no predictions (*.nii.gz)")
+    for pred_path in predictions:
+        case = cases[pred_path.name[: -len(".nii.gz")]]
+        pred_image = read_image(pred_path)
+        pred = sitk.GetArrayFromImage(pred_image) > 0
+        suv = sitk.GetArrayFromImage(read_image(case.pet))
+        lesion = sitk.GetArrayFromImage(read_image(case.label)) > 0
+        if not pred.shape == suv.shape == lesion.shape:
+            raise ValueError(f"{pred_path}: grid {pred.shape} differs from the case's PET {suv.shape}")
+        ml_per_voxel = float(np.prod(pred_image.GetSpacing())) / 1000.0
+        components, n = ndimage.label(pred, np.ones((3, 3, 3)))
+        for index in range(1, n + 1):
+            inside = components == index
+            if (inside & lesion).any():
+                continue
+            where = bins[int(np.searchsorted(edges, suv[inside].mean(), side="right"))]
+            volume[where] += inside.sum() * ml_per_voxel
+    return volume
+
+
+def fp_uptake(args) -> None:
+    """Markdown table of :func:`false_uptake` for run folders: which uptake the false positives sit on."""
+    from h2aseg.data.layouts import discover_cases
+
+    cases = {c.case_id: c for c in discover_cases(args.data, "autopet").cases}
+    edges = tuple(sorted(args.suv_edges))
+    lines, failed = [], []
+    for run_dir in args.runs:
+        try:
+            volume = false_uptake(run_dir, cases, edges)
+        except (OSError, KeyError, ValueError, RuntimeError) as err:  # one unreadable run: report, go on
+            failed.append(f"{run_dir}: {type(err).__name__}: {err}")
+            continue
+        if not lines:
+            lines = [
+                "| run | " + " | ".join(f"FP ml, mean SUV {b}" for b in volume) + " |",
+                "|---|" + "---|" * len(volume),
+            ]
+        lines.append(f"| {run_dir} | " + " | ".join(f"{v:.1f}" for v in volume.values()) + " |")
+    _print_table(lines, failed)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -486,6 +540,11 @@ def main() -> None:
     p = sub.add_parser("errors", help="where the test errors lie (misses, false detections), run folders")
     p.add_argument("runs", nargs="+", type=Path, help="run folders holding eval/per_case.csv")
     p.set_defaults(func=errors)
+    p = sub.add_parser("fp-uptake", help="false-positive volume by the mean SUV of each false component")
+    p.add_argument("--data", type=Path, required=True, help="the cohort's autopet-layout data folder")
+    p.add_argument("--suv-edges", type=float, nargs="+", default=[6.0, 12.0], help="bin edges (SUV)")
+    p.add_argument("runs", nargs="+", type=Path, help="run folders holding pred/ (the test predictions)")
+    p.set_defaults(func=fp_uptake)
     args = parser.parse_args()
     if getattr(args, "train_args", None) and args.train_args[0] == "--":
         args.train_args = args.train_args[1:]
