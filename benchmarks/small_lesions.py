@@ -318,19 +318,15 @@ def _blank(ct_patch: np.ndarray, pet_patch: np.ndarray) -> np.ndarray:
     return np.full_like(ct_patch, np.median(ct_patch[body]) if body.any() else np.median(ct_patch))
 
 
-def _ct_probe_run(run_dir: Path, cases: dict, hot_suv: float, min_voxels: int) -> tuple[dict, dict]:
-    """Per test lesion its Dice, per hot non-lesion region whether anything in it is called lesion; each
-    with the real CT and with the patch's CT made uniform."""
+def _held_out_regions(loaded, cases: dict, split: list[str], hot_suv: float, min_voxels: int):
+    """Per test lesion and per PET-avid non-lesion region (SUV >= ``hot_suv``, >= ``min_voxels``, 2 voxels
+    clear of lesions) of the ``split`` studies: (padded ct, pet, the region's mask, is_lesion, its centre)."""
     from scipy import ndimage
 
     from h2aseg.data.preprocess import preprocess_case
-    from h2aseg.inference.predictor import load_trained_model
 
-    loaded = load_trained_model(run_dir)
     patch = np.array(loaded.patch_size)
-    splits = json.loads((run_dir / "splits.json").read_text())
-    dice, hot_hit = {"real": [], "blank": []}, {"real": [], "blank": []}
-    for case_id in splits["test"]:
+    for case_id in split:
         data = preprocess_case(cases[case_id], loaded.preprocess)
         pad = [(0, 0)] + [(p, p) for p in patch]
         ct, pet, label = (np.pad(np.asarray(data[k], np.float32), pad) for k in ("ct", "pet", "label"))
@@ -341,18 +337,55 @@ def _ct_probe_run(run_dir: Path, cases: dict, hot_suv: float, min_voxels: int) -
             sizes = ndimage.sum(mask, components, range(1, n + 1))
             centres = ndimage.center_of_mass(mask, components, range(1, n + 1))
             for index, (size, centre) in enumerate(zip(sizes, centres)):
-                if not is_lesion and size < min_voxels:
-                    continue
-                window = _window(np.round(centre).astype(int) - patch // 2, patch)
-                inside = components[window[1:]] == index + 1
-                ct_patch, pet_patch = ct[window], pet[window]
-                for kind, ct_in in (("real", ct_patch), ("blank", _blank(ct_patch, pet_patch))):
-                    pred = _predict_patch(loaded.model, ct_in, pet_patch)
-                    if is_lesion:
-                        dice[kind].append(2 * (pred & inside).sum() / max(pred.sum() + inside.sum(), 1))
-                    else:
-                        hot_hit[kind].append(bool((pred & inside).any()))
+                if is_lesion or size >= min_voxels:
+                    yield ct, pet, components == index + 1, is_lesion, np.round(centre).astype(int)
+
+
+def _ct_probe_run(run_dir: Path, cases: dict, hot_suv: float, min_voxels: int) -> tuple[dict, dict]:
+    """Per test lesion its Dice, per hot non-lesion region whether anything in it is called lesion; each
+    with the real CT and with the patch's CT made uniform."""
+    from h2aseg.inference.predictor import load_trained_model
+
+    loaded = load_trained_model(run_dir)
+    patch = np.array(loaded.patch_size)
+    test = json.loads((run_dir / "splits.json").read_text())["test"]
+    dice, hot_hit = {"real": [], "blank": []}, {"real": [], "blank": []}
+    for ct, pet, region, is_lesion, centre in _held_out_regions(loaded, cases, test, hot_suv, min_voxels):
+        window = _window(centre - patch // 2, patch)
+        inside = region[window[1:]]
+        ct_patch, pet_patch = ct[window], pet[window]
+        for kind, ct_in in (("real", ct_patch), ("blank", _blank(ct_patch, pet_patch))):
+            pred = _predict_patch(loaded.model, ct_in, pet_patch)
+            if is_lesion:
+                dice[kind].append(2 * (pred & inside).sum() / max(pred.sum() + inside.sum(), 1))
+            else:
+                hot_hit[kind].append(bool((pred & inside).any()))
     return dice, hot_hit
+
+
+def _hot_probe_run(run_dir: Path, cases: dict, hot_suv: float, min_voxels: int) -> dict:
+    """Per hot non-lesion test region, the share of its voxels called lesion in a patch centred on it and
+    in the two patches shifted by ±SHIFT (the region near the patch border). Every patch is moved inside the
+    volume, as training crops and sliding windows are: hot organs often lie at the volume's ends (brain,
+    bladder), where a centred patch would reach into padding that no training patch showed."""
+    from h2aseg.inference.predictor import load_trained_model
+
+    loaded = load_trained_model(run_dir)
+    patch = np.array(loaded.patch_size)
+    test = json.loads((run_dir / "splits.json").read_text())["test"]
+    called = {"centred": [], "shifted": []}
+    for ct, pet, region, is_lesion, centre in _held_out_regions(loaded, cases, test, hot_suv, min_voxels):
+        if is_lesion:
+            continue
+        last_start = patch + np.maximum(np.array(ct.shape[1:]) - 3 * patch, 0)  # padded by ``patch`` per side
+        for kind, shifts in (("centred", [(0, 0, 0)]), ("shifted", [SHIFT, tuple(-s for s in SHIFT)])):
+            for shift in shifts:
+                start = np.clip(centre - patch // 2 + np.array(shift), patch, last_start)
+                window = _window(start, patch)
+                inside = region[window[1:]]
+                pred = _predict_patch(loaded.model, ct[window], pet[window])
+                called[kind].append(float((pred & inside).sum() / max(inside.sum(), 1)))
+    return called
 
 
 def ct_probe(args) -> None:
@@ -381,6 +414,32 @@ def ct_probe(args) -> None:
             )
 
         lines.append(f"| {run_dir} | {both(dice)} | {both(hot_hit)} |")
+        print(lines[-1], flush=True)
+    _print_table(lines, failed)
+
+
+def hot_probe(args) -> None:
+    """Whether a trained network tells hot organs from lesions: each PET-avid non-lesion region of the test
+    studies (SUV >= ``--hot-suv``) predicted in a patch centred on it and in patches shifted by ±SHIFT; the
+    mean share of its voxels called lesion, both ways."""
+    from h2aseg.data.layouts import discover_cases
+
+    cases = {c.case_id: c for c in discover_cases(args.data, "autopet").cases}
+    lines = [
+        f"| run | hot regions (SUV >= {args.hot_suv:g}) called lesion, centred / shifted | regions |",
+        "|---|---|---|",
+    ]
+    failed = []
+    for run_dir in args.runs:
+        try:
+            called = _hot_probe_run(run_dir, cases, args.hot_suv, args.min_decoy_voxels)
+        except (OSError, KeyError, ValueError, RuntimeError) as err:  # one unreadable run: report, go on
+            failed.append(f"{run_dir}: {type(err).__name__}: {err}")
+            continue
+        lines.append(
+            f"| {run_dir} | {np.mean(called['centred']):.2f} / {np.mean(called['shifted']):.2f} | "
+            f"{len(called['centred'])} |"
+        )
         print(lines[-1], flush=True)
     _print_table(lines, failed)
 
@@ -537,6 +596,12 @@ def main() -> None:
     p.add_argument("--min-decoy-voxels", type=int, default=8, help="smallest decoy counted")
     p.add_argument("runs", nargs="+", type=Path, help="run folders (model, splits.json)")
     p.set_defaults(func=ct_probe)
+    p = sub.add_parser("hot-probe", help="hot non-lesion regions called lesion, centred and shifted")
+    p.add_argument("--data", type=Path, required=True, help="the cohort's autopet-layout data folder")
+    p.add_argument("--hot-suv", type=float, default=12.0, help="regions: non-lesion PET >= this SUV")
+    p.add_argument("--min-decoy-voxels", type=int, default=8, help="smallest region counted")
+    p.add_argument("runs", nargs="+", type=Path, help="run folders (model, splits.json)")
+    p.set_defaults(func=hot_probe)
     p = sub.add_parser("errors", help="where the test errors lie (misses, false detections), run folders")
     p.add_argument("runs", nargs="+", type=Path, help="run folders holding eval/per_case.csv")
     p.set_defaults(func=errors)
