@@ -120,7 +120,7 @@ def test_mcsa_norm_pre_attends_on_normalised_features_and_post_normalises_the_ou
 
 
 def test_mcsa_feeds_encoder_false_keeps_the_ct_encoder_free_of_pet():
-    """Default: the CT encoder's level-3 block reads F_ct^2, which carries PET; with the option it reads E_ct^2."""
+    """Default: the CT encoder's level-3 block reads F_ct^2, which carries PET; with the option, E_ct^2."""
 
     def ct_level3_input(net, pet):
         seen = []
