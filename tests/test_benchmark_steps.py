@@ -141,6 +141,9 @@ def test_the_shipped_steps_benchmark_gives_every_row_the_cpu_protocol_and_equal_
         assert train.patch == ([64, 32, 32] if spec.name == "swinunetr" else [32, 32, 32])
         steps.add(train.epochs * train.steps_per_epoch)
         assert count_parameters(config, spec) > 0  # every row builds
+        # the committed tables were run without MCSA gates; the rows keep that recipe
+        options = config.run_config(spec, 0, Path("d"), Path("c")).model.options
+        assert options.get("mcsa_gate_init") is None
     assert steps == {config.steps.total}
 
 

@@ -35,7 +35,18 @@ def test_cpu_protocol_sets_the_cpu_recipe_and_options_still_win():
     )
     assert config.train.lesion_offset == 0.5
     assert config.train.lr == 3e-3  # the option overrides the preset
-    assert config.model.options == {"dropout": 0.0, "channels": [4, 8, 16, 32, 64]}
+    assert config.model.options == {"dropout": 0.0, "channels": [4, 8, 16, 32, 64], "mcsa_gate_init": 0.0}
+
+
+def test_cpu_protocol_gates_mcsa_only_where_there_is_mcsa_and_the_paper_has_no_gates():
+    for name in ("h2aseg", "h2aseg_no_tamw"):
+        assert _config("--protocol", "cpu", "--model", name).model.options["mcsa_gate_init"] == 0.0
+    for name in ("h2aseg_no_mcsa", "dual_resunet3d"):
+        assert "mcsa_gate_init" not in _config("--protocol", "cpu", "--model", name).model.options
+    assert "mcsa_gate_init" not in _config("--protocol", "paper").model.options
+    # the paper's parametrisation stays one option away within the cpu recipe
+    options = _config("--protocol", "cpu", "--model-options", '{"mcsa_gate_init": null}').model.options
+    assert options["mcsa_gate_init"] is None
 
 
 def test_cpu_protocol_gives_network_keywords_by_network_name():

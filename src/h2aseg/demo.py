@@ -243,7 +243,8 @@ def write_report(
         "",
         "Settings: `h2aseg train --protocol cpu` (patch 32³, batch 2, Adam lr 1e-3 with the poly schedule, "
         "gradient-norm cap 12, no rotation, the lesion within ±7 voxels of the patch centre, dropout 0; the "
-        f"H2ASeg family at channels {tuple(args.channels)}), not the paper's 200 GPU epochs.",
+        f"H2ASeg family at channels {tuple(args.channels)}, MCSA's branches gated from 0), not the paper's "
+        "200 GPU epochs.",
         "",
         f"**{main} test Dice over lesion-positive studies: {100 * dice['mean']:.1f} ± "
         f"{100 * dice['std']:.1f} %** (n = {dice['n']}). Dice and HD95 follow the AutoPET rule "

@@ -66,7 +66,8 @@ register_protocol(
         "cpu",
         "minutes on a CPU (the demo's): patch 32x32x32, batch 2, Adam lr 1e-3 with the poly schedule, "
         "gradient cap 12, no rotation, lesion within +-7 voxels of the patch centre, channels-last, "
-        "dropout 0, H2ASeg family at channels 4-64",
+        "dropout 0, H2ASeg family at channels 4-64, MCSA's branches gated from 0 (mcsa_gate_init 0; "
+        "benchmarks/results/small_lesions.md 10.1)",
         train={
             "patch": [32, 32, 32],
             "batch": 2,
@@ -77,7 +78,16 @@ register_protocol(
             "lesion_offset": 0.5,
             "channels_last": True,
         },
-        model={"*": {"dropout": 0.0}, **{name: {"channels": [4, 8, 16, 32, 64]} for name in H2ASEG_FAMILY}},
+        model={
+            "*": {"dropout": 0.0},
+            **{name: {"channels": [4, 8, 16, 32, 64]} for name in H2ASEG_FAMILY},
+            # MCSA starts as the identity: with full-strength branches from step 1 the networks with MCSA
+            # called hot organs lesion on large-lesion cohorts (small_lesions.md 10); not in the paper
+            **{
+                name: {"channels": [4, 8, 16, 32, 64], "mcsa_gate_init": 0.0}
+                for name in ("h2aseg", "h2aseg_no_tamw")
+            },
+        },
     )
 )
 
