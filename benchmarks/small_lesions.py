@@ -590,18 +590,16 @@ def main() -> None:
     p.add_argument("--a", nargs="+", required=True, help="run names of group A (one network, its seeds)")
     p.add_argument("--b", nargs="+", required=True, help="run names of group B")
     p.set_defaults(func=compare)
-    p = sub.add_parser("ct-probe", help="lesions and decoys predicted with the real CT and a uniform one")
-    p.add_argument("--data", type=Path, required=True, help="the cohort's autopet-layout data folder")
-    p.add_argument("--hot-suv", type=float, default=2.5, help="decoys: non-lesion PET >= this SUV")
-    p.add_argument("--min-decoy-voxels", type=int, default=8, help="smallest decoy counted")
-    p.add_argument("runs", nargs="+", type=Path, help="run folders (model, splits.json)")
-    p.set_defaults(func=ct_probe)
-    p = sub.add_parser("hot-probe", help="hot non-lesion regions called lesion, centred and shifted")
-    p.add_argument("--data", type=Path, required=True, help="the cohort's autopet-layout data folder")
-    p.add_argument("--hot-suv", type=float, default=12.0, help="regions: non-lesion PET >= this SUV")
-    p.add_argument("--min-decoy-voxels", type=int, default=8, help="smallest region counted")
-    p.add_argument("runs", nargs="+", type=Path, help="run folders (model, splits.json)")
-    p.set_defaults(func=hot_probe)
+    for name, func, hot_suv, text in (
+        ("ct-probe", ct_probe, 2.5, "lesions and decoys predicted with the real CT and a uniform one"),
+        ("hot-probe", hot_probe, 12.0, "hot non-lesion regions called lesion, centred and shifted"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--data", type=Path, required=True, help="the cohort's autopet-layout data folder")
+        p.add_argument("--hot-suv", type=float, default=hot_suv, help="regions: non-lesion PET >= this SUV (default %(default)s)")
+        p.add_argument("--min-decoy-voxels", type=int, default=8, help="smallest region (default %(default)s)")
+        p.add_argument("runs", nargs="+", type=Path, help="run folders (model, splits.json)")
+        p.set_defaults(func=func)
     p = sub.add_parser("errors", help="where the test errors lie (misses, false detections), run folders")
     p.add_argument("runs", nargs="+", type=Path, help="run folders holding eval/per_case.csv")
     p.set_defaults(func=errors)
