@@ -596,8 +596,12 @@ def main() -> None:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--data", type=Path, required=True, help="the cohort's autopet-layout data folder")
-        p.add_argument("--hot-suv", type=float, default=hot_suv, help="regions: non-lesion PET >= this SUV (default %(default)s)")
-        p.add_argument("--min-decoy-voxels", type=int, default=8, help="smallest region (default %(default)s)")
+        p.add_argument(
+            "--hot-suv", type=float, default=hot_suv, help="region SUV threshold (default %(default)s)"
+        )
+        p.add_argument(
+            "--min-decoy-voxels", type=int, default=8, help="smallest region in voxels (default %(default)s)"
+        )
         p.add_argument("runs", nargs="+", type=Path, help="run folders (model, splits.json)")
         p.set_defaults(func=func)
     p = sub.add_parser("errors", help="where the test errors lie (misses, false detections), run folders")
