@@ -401,18 +401,14 @@ def ct_probe(args) -> None:
         "|---|---|---|",
     ]
     failed = []
-    for run_dir in args.runs:
-        try:
-            dice, hot_hit = _ct_probe_run(run_dir, cases, args.hot_suv, args.min_decoy_voxels)
-        except (OSError, KeyError, ValueError, RuntimeError) as err:  # one unreadable run: report, go on
-            failed.append(f"{run_dir}: {type(err).__name__}: {err}")
-            continue
 
-        def both(values: dict) -> str:
-            return (
-                f"{np.mean(values['real']):.2f} / {np.mean(values['blank']):.2f} (n = {len(values['real'])})"
-            )
+    def both(values: dict) -> str:
+        return f"{np.mean(values['real']):.2f} / {np.mean(values['blank']):.2f} (n = {len(values['real'])})"
 
+    def measure(run_dir: Path) -> tuple[dict, dict]:
+        return _ct_probe_run(run_dir, cases, args.hot_suv, args.min_decoy_voxels)
+
+    for run_dir, (dice, hot_hit) in _each_run(args.runs, measure, failed):
         lines.append(f"| {run_dir} | {both(dice)} | {both(hot_hit)} |")
         print(lines[-1], flush=True)
     _print_table(lines, failed)
@@ -430,18 +426,31 @@ def hot_probe(args) -> None:
         "|---|---|---|",
     ]
     failed = []
-    for run_dir in args.runs:
-        try:
-            called = _hot_probe_run(run_dir, cases, args.hot_suv, args.min_decoy_voxels)
-        except (OSError, KeyError, ValueError, RuntimeError) as err:  # one unreadable run: report, go on
-            failed.append(f"{run_dir}: {type(err).__name__}: {err}")
-            continue
+
+    def measure(run_dir: Path) -> dict:
+        return _hot_probe_run(run_dir, cases, args.hot_suv, args.min_decoy_voxels)
+
+    for run_dir, called in _each_run(args.runs, measure, failed):
         lines.append(
             f"| {run_dir} | {np.mean(called['centred']):.2f} / {np.mean(called['shifted']):.2f} | "
             f"{len(called['centred'])} |"
         )
         print(lines[-1], flush=True)
     _print_table(lines, failed)
+
+
+def _each_run(runs: list[Path], measure, failed: list[str]):
+    """(run_dir, measure(run_dir)) for every run folder that can be read; a run that cannot (a missing,
+    truncated or foreign file: OS, data, lookup or value errors) goes to ``failed`` with its reason."""
+    from h2aseg.errors import H2ASegError
+
+    for run_dir in runs:
+        try:
+            result = measure(run_dir)
+        except (OSError, KeyError, ValueError, RuntimeError, H2ASegError) as err:
+            failed.append(f"{run_dir}: {type(err).__name__}: {err}")
+            continue
+        yield run_dir, result
 
 
 def _print_table(lines: list[str], failed: list[str]) -> None:
@@ -456,7 +465,22 @@ def _print_table(lines: list[str], failed: list[str]) -> None:
 def error_breakdown(run_dir: Path) -> dict:
     """Where a run's test errors lie: lesions missed, false detections in lesion-positive and lesion-free
     studies, and the false-positive / false-negative volumes (from ``eval/per_case.csv``)."""
-    rows = list(csv.DictReader((run_dir / "eval" / "per_case.csv").open()))
+    path = run_dir / "eval" / "per_case.csv"
+    rows = list(csv.DictReader(path.open()))
+    needed = {
+        "dice",
+        "gt_voxels",
+        "pred_voxels",
+        "hits",
+        "lesions",
+        "false_detections",
+        "fp_volume_ml",
+        "fn_volume_ml",
+    }
+    if not rows or not needed <= set(rows[0]):
+        raise ValueError(
+            f"{path}: no rows or not h2aseg's per-case table (needs {', '.join(sorted(needed))})"
+        )
 
     def total(subset, key):
         return sum(float(r[key]) for r in subset if r[key] not in ("", "nan"))
@@ -484,12 +508,7 @@ def errors(args) -> None:
         "|---|---|---|---|---|---|---|",
     ]
     failed = []
-    for run_dir in args.runs:
-        try:
-            e = error_breakdown(run_dir)
-        except (OSError, KeyError, ValueError) as err:  # missing, truncated or foreign per_case.csv
-            failed.append(f"{run_dir}: {type(err).__name__}: {err}")
-            continue
+    for run_dir, e in _each_run(args.runs, error_breakdown, failed):
         lines.append(
             f"| {run_dir} | {e['dice_positive']:.1f} | {e['hits']} / {e['lesions']} | {e['fd_positive']} / "
             f"{e['fd_free']} | {e['free_clean']} / {e['n_free']} | {e['fp_ml']:.1f} | {e['fn_ml']:.1f} |"
@@ -499,34 +518,36 @@ def errors(args) -> None:
 
 def false_uptake(run_dir: Path, cases: dict, edges: tuple[float, ...]) -> dict:
     """False-positive volume (ml) of a run's test predictions by the mean SUV of each false component
-    (26-connected predicted components that touch no lesion voxel), binned at ``edges``."""
+    (predicted components that touch no lesion voxel, 18-connected as ``eval``'s FP volume), binned at
+    ``edges``; the bins add up to the run's ``fp_volume_ml``."""
     import SimpleITK as sitk
-    from scipy import ndimage
 
     from h2aseg.data.io import read_image
+    from h2aseg.evaluation.metrics import labelled_components
 
     bins = [f"< {edges[0]:g}"] + [f"{a:g}-{b:g}" for a, b in zip(edges, edges[1:])] + [f">= {edges[-1]:g}"]
-    volume = dict.fromkeys(bins, 0.0)
-    predictions = sorted((run_dir / "pred").glob("*.nii.gz"))
-    if not predictions:
-        raise FileNotFoundError(f"{run_dir / 'pred'}: no predictions (*.nii.gz)")
-    for pred_path in predictions:
-        case = cases[pred_path.name[: -len(".nii.gz")]]
+    volume = np.zeros(len(bins))
+    test = json.loads((run_dir / "splits.json").read_text())["test"]
+    predictions = [run_dir / "pred" / f"{case_id}.nii.gz" for case_id in test]
+    missing = [path.name for path in predictions if not path.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{run_dir / 'pred'}: no prediction for {len(missing)} test case(s): {missing[:3]}"
+        )
+    for case_id, pred_path in zip(test, predictions):
+        case = cases[case_id]
         pred_image = read_image(pred_path)
         pred = sitk.GetArrayFromImage(pred_image) > 0
         suv = sitk.GetArrayFromImage(read_image(case.pet))
         lesion = sitk.GetArrayFromImage(read_image(case.label)) > 0
         if not pred.shape == suv.shape == lesion.shape:
             raise ValueError(f"{pred_path}: grid {pred.shape} differs from the case's PET {suv.shape}")
+        labels, sizes, touched = labelled_components(pred, lesion)
+        suv_sums = np.bincount(labels.ravel(), weights=suv.ravel(), minlength=len(sizes) + 1)[1:]
+        where = np.searchsorted(edges, suv_sums[~touched] / sizes[~touched], side="right")
         ml_per_voxel = float(np.prod(pred_image.GetSpacing())) / 1000.0
-        components, n = ndimage.label(pred, np.ones((3, 3, 3)))
-        for index in range(1, n + 1):
-            inside = components == index
-            if (inside & lesion).any():
-                continue
-            where = bins[int(np.searchsorted(edges, suv[inside].mean(), side="right"))]
-            volume[where] += inside.sum() * ml_per_voxel
-    return volume
+        volume += np.bincount(where, weights=sizes[~touched], minlength=len(bins)) * ml_per_voxel
+    return dict(zip(bins, volume))
 
 
 def fp_uptake(args) -> None:
@@ -536,12 +557,7 @@ def fp_uptake(args) -> None:
     cases = {c.case_id: c for c in discover_cases(args.data, "autopet").cases}
     edges = tuple(sorted(args.suv_edges))
     lines, failed = [], []
-    for run_dir in args.runs:
-        try:
-            volume = false_uptake(run_dir, cases, edges)
-        except (OSError, KeyError, ValueError, RuntimeError) as err:  # one unreadable run: report, go on
-            failed.append(f"{run_dir}: {type(err).__name__}: {err}")
-            continue
+    for run_dir, volume in _each_run(args.runs, lambda run_dir: false_uptake(run_dir, cases, edges), failed):
         if not lines:
             lines = [
                 "| run | " + " | ".join(f"FP ml, mean SUV {b}" for b in volume) + " |",
@@ -610,7 +626,7 @@ def main() -> None:
     p = sub.add_parser("fp-uptake", help="false-positive volume by the mean SUV of each false component")
     p.add_argument("--data", type=Path, required=True, help="the cohort's autopet-layout data folder")
     p.add_argument("--suv-edges", type=float, nargs="+", default=[6.0, 12.0], help="bin edges (SUV)")
-    p.add_argument("runs", nargs="+", type=Path, help="run folders holding pred/ (the test predictions)")
+    p.add_argument("runs", nargs="+", type=Path, help="run folders (splits.json, pred/ with every test case)")
     p.set_defaults(func=fp_uptake)
     args = parser.parse_args()
     if getattr(args, "train_args", None) and args.train_args[0] == "--":

@@ -162,13 +162,19 @@ def hd95(pred: np.ndarray, gt: np.ndarray, spacing: Spacing) -> float:
     return float(value.reshape(-1)[0])
 
 
-def _components(mask: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sizes (voxels) of the 18-connected components of ``mask`` and whether each touches ``other``."""
+def labelled_components(mask: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 18-connected components of ``mask`` (the autoPET rule): their label map (0 = outside, component i
+    = i + 1), sizes in voxels and whether each touches ``other``."""
     labels, n = ndimage.label(mask, structure=CONNECTIVITY_18)
     sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     touched = np.zeros(n + 1, dtype=bool)
     touched[labels[mask & other]] = True
-    return sizes, touched[1:]
+    return labels, sizes, touched[1:]
+
+
+def _components(mask: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sizes (voxels) of the 18-connected components of ``mask`` and whether each touches ``other``."""
+    return labelled_components(mask, other)[1:]
 
 
 def false_positive_volume(pred: np.ndarray, gt: np.ndarray, spacing: Spacing) -> float:

@@ -60,6 +60,9 @@ register_protocol(
 
 
 H2ASEG_FAMILY = ("h2aseg", "h2aseg_no_mcsa", "h2aseg_no_tamw", "dual_resunet3d")
+WITH_MCSA = ("h2aseg", "h2aseg_no_tamw")
+CPU_CHANNELS = (4, 8, 16, 32, 64)
+MCSA_GATES = {"mcsa_gate_init": 0.0}
 
 register_protocol(
     Protocol(
@@ -78,14 +81,14 @@ register_protocol(
             "lesion_offset": 0.5,
             "channels_last": True,
         },
+        # MCSA starts as the identity (where there is MCSA): with full-strength branches from step 1 the
+        # networks with MCSA called hot organs lesion on large-lesion cohorts (small_lesions.md 10); not in
+        # the paper
         model={
             "*": {"dropout": 0.0},
-            **{name: {"channels": [4, 8, 16, 32, 64]} for name in H2ASEG_FAMILY},
-            # MCSA starts as the identity: with full-strength branches from step 1 the networks with MCSA
-            # called hot organs lesion on large-lesion cohorts (small_lesions.md 10); not in the paper
             **{
-                name: {"channels": [4, 8, 16, 32, 64], "mcsa_gate_init": 0.0}
-                for name in ("h2aseg", "h2aseg_no_tamw")
+                name: {"channels": list(CPU_CHANNELS), **(MCSA_GATES if name in WITH_MCSA else {})}
+                for name in H2ASEG_FAMILY
             },
         },
     )
