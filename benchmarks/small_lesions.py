@@ -366,8 +366,9 @@ def _ct_probe_run(run_dir: Path, cases: dict, hot_suv: float, min_voxels: int) -
 def _hot_probe_run(run_dir: Path, cases: dict, hot_suv: float, min_voxels: int) -> dict:
     """Per hot non-lesion test region, the share of its voxels called lesion in a patch centred on it and
     in the two patches shifted by ±SHIFT (the region near the patch border). Every patch is moved inside the
-    volume, as training crops and sliding windows are: hot organs often lie at the volume's ends (brain,
-    bladder), where a centred patch would reach into padding that no training patch showed."""
+    volume, as training crops and sliding windows are: most hot regions of the legacy test studies lie
+    within half a patch of the volume's border, where a centred patch would reach into padding that no
+    training patch showed."""
     from h2aseg.inference.predictor import load_trained_model
 
     loaded = load_trained_model(run_dir)
