@@ -1,0 +1,72 @@
+"""The run-folder verbs of ``benchmarks/small_lesions.py`` leave out a run they cannot read and go on."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "small_lesions.py"
+
+
+@pytest.fixture(scope="module")
+def small_lesions():
+    spec = importlib.util.spec_from_file_location("small_lesions", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PER_CASE = (
+    "case_id,dice,gt_voxels,pred_voxels,hits,lesions,false_detections,fp_volume_ml,fn_volume_ml\n"
+    "a,0.5,10,12,1,1,2,0.4,0.1\n"
+    "b,0.0,0,3,0,0,1,0.2,nan\n"
+)
+
+
+def _run(root: Path, name: str, per_case: str, test_ids: list[str]) -> Path:
+    run = root / name
+    (run / "eval").mkdir(parents=True)
+    (run / "eval" / "per_case.csv").write_text(per_case)
+    (run / "splits.json").write_text(json.dumps({"test": test_ids}))
+    (run / "pred").mkdir()
+    return run
+
+
+def test_errors_leaves_out_a_truncated_or_foreign_per_case_table_and_goes_on(small_lesions, tmp_path, capsys):
+    good = _run(tmp_path, "good", PER_CASE, ["a", "b"])
+    truncated = _run(tmp_path, "truncated", PER_CASE[:40], ["a", "b"])  # the header cut mid-way, no rows
+    foreign = _run(tmp_path, "foreign", "case,score\na,0.5\n", ["a"])
+    args = type("Args", (), {"runs": [good, truncated, foreign, tmp_path / "missing"]})
+    with pytest.raises(SystemExit) as stop:
+        small_lesions.errors(args)
+    assert stop.value.code == 1
+    out, err = capsys.readouterr()
+    assert f"| {good} | 50.0 | 1 / 1 | 2 / 1 |" in out
+    for left_out in ("truncated", "foreign", "missing"):
+        assert f"left out: {tmp_path / left_out}:" in err
+    assert str(truncated) not in out and str(foreign) not in out
+
+
+def test_fp_uptake_refuses_a_run_missing_test_predictions_and_a_truncated_one(small_lesions, tmp_path):
+    from h2aseg.errors import DataError
+
+    cases = {}
+    missing = _run(tmp_path, "missing", PER_CASE, ["a", "b"])
+    (missing / "pred" / "a.nii.gz").write_bytes(b"")  # b has no prediction at all
+    with pytest.raises(FileNotFoundError, match="no prediction for 1 test case"):
+        small_lesions.false_uptake(missing, cases, (6.0, 12.0))
+    truncated = _run(tmp_path, "truncated", PER_CASE, ["a"])
+    (truncated / "pred" / "a.nii.gz").write_bytes(b"\x1f\x8b\x08\x00truncated")
+    with pytest.raises(DataError):
+        small_lesions.false_uptake(truncated, {"a": None}, (6.0, 12.0))
+    failed = []
+    assert (
+        list(
+            small_lesions._each_run(
+                [truncated], lambda run: small_lesions.false_uptake(run, {"a": None}, (6.0,)), failed
+            )
+        )
+        == []
+    )
+    assert failed and "DataError" in failed[0]
