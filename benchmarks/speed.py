@@ -5,6 +5,9 @@ Prints one JSON object: per patch size, the median time of forward + backward + 
 process's peak RSS during the run), and the parameter count.
 
     python benchmarks/speed.py --model h2aseg --patches 64,64,32 128,128,64 --batch 2
+    # the CPU recipe's network (channels 4-64, MCSA gates) and a variant of it, one thread
+    OMP_NUM_THREADS=1 python benchmarks/speed.py --model h2aseg --protocol cpu --patches 32,32,32 \
+        --channels-last --model-options '{"mcsa_levels": [3, 4, 5]}'
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from h2aseg.models.registry import build_model, get_entry, model_options_for
 from h2aseg.runtime import keep_freed_memory
 from h2aseg.training.losses import DeepSupervisionLoss
+from h2aseg.training.protocols import PROTOCOLS, protocol_model_options
 from h2aseg.training.trainer import build_optimizer
 
 
@@ -39,9 +43,10 @@ def time_steps(
     channels_last: bool = False,
     compile_backend: str = "",
     compile_options: dict | None = None,
+    options: dict | None = None,
 ) -> dict:
     torch.manual_seed(0)
-    model = build_model(name, **model_options_for(name, {}, patch)).to(device).train()
+    model = build_model(name, **model_options_for(name, options or {}, patch)).to(device).train()
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
     optimizer = build_optimizer(model, lr=1e-4, weight_decay=1e-5)  # what `h2aseg train` steps with
@@ -132,12 +137,31 @@ def main() -> None:
         help="leave glibc's malloc as it is (default: h2aseg.runtime.keep_freed_memory, as the CLI does)",
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--protocol",
+        choices=sorted(PROTOCOLS),
+        help="build the network with the options this training protocol gives it (default: its own)",
+    )
+    parser.add_argument(
+        "--model-options",
+        default="{}",
+        metavar="JSON",
+        help="network keywords as a JSON object, over the protocol's, e.g. '{\"mcsa_levels\": [3, 4, 5]}'",
+    )
     args = parser.parse_args()
     get_entry(args.model)
+    try:
+        extra = json.loads(args.model_options)
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"--model-options is not JSON: {err}") from None
+    if not isinstance(extra, dict):
+        raise SystemExit(f"--model-options must be a JSON object, got {args.model_options!r}")
+    options = {**(protocol_model_options(args.protocol, args.model) if args.protocol else {}), **extra}
     compile_options = dict(parse_option(text) for text in args.compile_option)
     kept = False if args.system_malloc else keep_freed_memory()
     report = {
         "model": args.model,
+        "model_options": options,
         "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -157,6 +181,7 @@ def main() -> None:
                 args.channels_last,
                 args.compile,
                 compile_options,
+                options,
             )
         )
         print(json.dumps(report["results"][-1]), flush=True)

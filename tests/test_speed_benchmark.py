@@ -1,0 +1,50 @@
+"""``benchmarks/speed.py`` times the network a protocol and ``--model-options`` describe."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from h2aseg.models.registry import build_model
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+
+
+def _speed(*args: str) -> dict:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--model",
+            "h2aseg",
+            "--patches",
+            "32,32,32",
+            "--warmup",
+            "0",
+            "--repeats",
+            "1",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(done.stdout[done.stdout.index("{\n") :])
+
+
+def test_speed_builds_the_protocols_network_with_the_given_options_over_it():
+    report = _speed("--protocol", "cpu", "--model-options", '{"mcsa_levels": [3, 4, 5]}')
+    options = report["model_options"]
+    assert options["channels"] == [4, 8, 16, 32, 64] and options["mcsa_gate_init"] == 0.0
+    assert options["mcsa_levels"] == [3, 4, 5]
+    expected = build_model("h2aseg", patch_size=(32, 32, 32), **options)
+    assert report["results"][0]["parameters"] == sum(p.numel() for p in expected.parameters())
+    default = build_model("h2aseg", patch_size=(32, 32, 32))
+    assert report["results"][0]["parameters"] != sum(p.numel() for p in default.parameters())
+
+
+def test_speed_refuses_model_options_that_are_not_a_json_object():
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--model-options", "[1, 2]"], capture_output=True, text=True
+    )
+    assert done.returncode != 0 and "JSON object" in done.stderr
