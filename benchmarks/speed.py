@@ -18,6 +18,7 @@ import json
 import platform
 import resource
 import statistics
+import sys
 import time
 
 import torch
@@ -44,6 +45,7 @@ def time_steps(
     compile_backend: str = "",
     compile_options: dict | None = None,
     options: dict | None = None,
+    profile_rows: int = 0,
 ) -> dict:
     torch.manual_seed(0)
     model = build_model(name, **model_options_for(name, options or {}, patch)).to(device).train()
@@ -63,20 +65,26 @@ def time_steps(
         torch.cuda.reset_peak_memory_stats()
     rss_before = peak_rss_mib()
     times, first_step_s = [], None
-    for step in range(warmup + repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+
+    def train_step() -> None:
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(network(ct, pet), label)
         loss.backward()
         optimizer.step()
         if device == "cuda":
             torch.cuda.synchronize()
+
+    for step in range(warmup + repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        train_step()
         if step == 0:
             first_step_s = time.perf_counter() - start  # includes compilation when compiling
         if step >= warmup:
             times.append(time.perf_counter() - start)
+    if profile_rows:
+        print_profile(train_step, repeats, profile_rows)
     result = {
         "patch": list(patch),
         "channels_last": channels_last,
@@ -95,6 +103,22 @@ def time_steps(
         result["peak_rss_mib"] = round(peak_rss_mib(), 1)
         result["peak_rss_growth_mib"] = round(peak_rss_mib() - rss_before, 1)
     return result
+
+
+def print_profile(train_step, repeats: int, rows: int) -> None:
+    """Run ``repeats`` more steps under torch.profiler; print the ``rows`` operators with the most own time
+    (milliseconds per step) to stderr, so stdout stays JSON."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            train_step()
+    averages = prof.key_averages()
+    total_ms = averages.self_cpu_time_total / repeats / 1000
+    print(f"profile: {total_ms:.1f} ms a step (CPU time, profiler on); most own time:", file=sys.stderr)
+    for row in sorted(averages, key=lambda r: -r.self_cpu_time_total)[:rows]:
+        ms = row.self_cpu_time_total / repeats / 1000
+        print(f"  {row.key[:60]:60s} {ms:7.1f} ms  {row.count // repeats:4d} calls", file=sys.stderr)
 
 
 def parse_option(text: str) -> tuple[str, object]:
@@ -148,6 +172,13 @@ def main() -> None:
         metavar="JSON",
         help="network keywords as a JSON object, over the protocol's, e.g. '{\"mcsa_levels\": [3, 4, 5]}'",
     )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="ROWS",
+        help="profile --repeats more steps after timing; print the ROWS costliest operators (0: off)",
+    )
     args = parser.parse_args()
     get_entry(args.model)
     try:
@@ -182,6 +213,7 @@ def main() -> None:
                 args.compile,
                 compile_options,
                 options,
+                args.profile,
             )
         )
         print(json.dumps(report["results"][-1]), flush=True)

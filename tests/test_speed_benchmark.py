@@ -48,3 +48,31 @@ def test_speed_refuses_model_options_that_are_not_a_json_object():
         [sys.executable, str(SCRIPT), "--model-options", "[1, 2]"], capture_output=True, text=True
     )
     assert done.returncode != 0 and "JSON object" in done.stderr
+
+
+def test_speed_profile_lists_the_costliest_operators_on_stderr_and_keeps_stdout_json():
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--model",
+            "h2aseg",
+            "--protocol",
+            "cpu",
+            "--patches",
+            "32,32,32",
+            "--warmup",
+            "0",
+            "--repeats",
+            "1",
+            "--profile",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    json.loads(done.stdout[done.stdout.index("{\n") :])
+    lines = done.stderr[done.stderr.index("profile:") :].splitlines()
+    assert "ms a step" in lines[0] and len(lines) >= 4
+    assert any("convolution" in line for line in lines[1:4])
