@@ -10,30 +10,19 @@ from h2aseg.models.registry import build_model
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
 
 
-def _speed(*args: str) -> dict:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--model",
-            "h2aseg",
-            "--patches",
-            "32,32,32",
-            "--warmup",
-            "0",
-            "--repeats",
-            "1",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(done.stdout[done.stdout.index("{\n") :])
+def _run_speed(*args: str) -> subprocess.CompletedProcess:
+    """speed.py on H2ASeg at 32³, one timed step, with ``args``; fails the test if it exits non-zero."""
+    command = [sys.executable, str(SCRIPT), "--model", "h2aseg", "--patches", "32,32,32", "--warmup", "0"]
+    return subprocess.run([*command, "--repeats", "1", *args], capture_output=True, text=True, check=True)
+
+
+def _report(stdout: str) -> dict:
+    """The indented JSON report that closes speed.py's stdout."""
+    return json.loads(stdout[stdout.index("{\n") :])
 
 
 def test_speed_builds_the_protocols_network_with_the_given_options_over_it():
-    report = _speed("--protocol", "cpu", "--model-options", '{"mcsa_levels": [3, 4, 5]}')
+    report = _report(_run_speed("--protocol", "cpu", "--model-options", '{"mcsa_levels": [3, 4, 5]}').stdout)
     options = report["model_options"]
     assert options["channels"] == [4, 8, 16, 32, 64] and options["mcsa_gate_init"] == 0.0
     assert options["mcsa_levels"] == [3, 4, 5]
@@ -51,28 +40,8 @@ def test_speed_refuses_model_options_that_are_not_a_json_object():
 
 
 def test_speed_profile_lists_the_costliest_operators_on_stderr_and_keeps_stdout_json():
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--model",
-            "h2aseg",
-            "--protocol",
-            "cpu",
-            "--patches",
-            "32,32,32",
-            "--warmup",
-            "0",
-            "--repeats",
-            "1",
-            "--profile",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    json.loads(done.stdout[done.stdout.index("{\n") :])
+    done = _run_speed("--protocol", "cpu", "--profile", "3")
+    assert _report(done.stdout)["results"][0]["steps_timed"] == 1
     lines = done.stderr[done.stderr.index("profile:") :].splitlines()
     assert "ms a step" in lines[0] and len(lines) >= 4
     assert any("convolution" in line for line in lines[1:4])
