@@ -252,6 +252,14 @@ def test_predict_reports_a_bad_case_and_goes_on(cohort, tmp_path, capsys):
     assert "missing.nii.gz" in capsys.readouterr().err
 
 
+def _launcher_failure(stderr: str) -> str:
+    """What a failed torch.distributed.run left on stderr: every line that names an error, an abort or a
+    traceback's last frame (a rank's own error sits far above the launcher's summary), then the tail."""
+    keys = ("error", "terminate", "abort", "exception", "what():", "gloo")
+    lines = [line for line in stderr.splitlines() if any(k in line.lower() for k in keys)]
+    return "\n".join(lines[:40]) + "\n...\n" + stderr[-1500:]
+
+
 def test_two_process_ddp_training_keeps_ranks_identical(cohort, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -278,7 +286,7 @@ def test_two_process_ddp_training_keeps_ranks_identical(cohort, tmp_path):
         "cpu",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, _launcher_failure(result.stderr)
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["world_size"] == 2
     digests = summary["parameter_digests"]
@@ -316,7 +324,7 @@ def test_two_process_ddp_training_stops_together_when_the_time_budget_ends(cohor
     # rank 0's clock ends the run after its first step; a rank that went on alone would hang in its next
     # all-reduce
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.returncode == 0, _launcher_failure(result.stderr)
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["stopped_by"] == "time budget"
     digests = summary["parameter_digests"]
