@@ -286,10 +286,23 @@ def compare(args) -> None:
     from h2aseg.benchmarking.comparison import average_over_seeds, read_study_dice
     from h2aseg.evaluation.statistics import mean_std, paired_bootstrap
 
-    groups = {}
+    def study_dice(name: str) -> dict[str, float]:
+        """One run's per-study Dice in percent; exit with one line naming the file it cannot use."""
+        path = args.cohort / "runs" / name / "eval" / "per_case.csv"
+        try:
+            scores = read_study_dice(path)
+        except (OSError, KeyError, ValueError) as err:
+            raise SystemExit(
+                f"compare: {path}: {type(err).__name__}: {err} (evaluate the run first)"
+            ) from None
+        if not scores:
+            raise SystemExit(f"compare: {path}: no per-study Dice (empty, truncated or not h2aseg's table)")
+        return {case: 100 * dice for case, dice in scores.items()}
+
+    groups, studied = {}, []
     for side, names in (("A", args.a), ("B", args.b)):
-        runs = [read_study_dice(args.cohort / "runs" / name / "eval" / "per_case.csv") for name in names]
-        runs = [{case: 100 * dice for case, dice in run.items()} for run in runs]  # percent
+        runs = [study_dice(name) for name in names]  # percent
+        studied += [set(run) for run in runs]
         per_seed = [mean_std(list(r.values())) for r in runs]
         groups[side] = {
             "runs": names,
@@ -297,6 +310,14 @@ def compare(args) -> None:
             "per_study": average_over_seeds(runs),
         }
     common = sorted(set(groups["A"]["per_study"]) & set(groups["B"]["per_study"]))
+    left_out = set.union(*studied) - set(common)
+    if (
+        left_out
+    ):  # a run evaluated on fewer studies (a truncated table): say so rather than pair fewer silently
+        print(
+            f"compare: {len(left_out)} studies not scored by every run, left out: {sorted(left_out)[:5]}",
+            file=sys.stderr,
+        )
     a = [groups["A"]["per_study"][c] for c in common]
     b = [groups["B"]["per_study"][c] for c in common]
     result = paired_bootstrap(a, b, n_resamples=10_000, seed=0)

@@ -187,7 +187,7 @@ def main() -> None:
         raise SystemExit(f"--model-options is not JSON: {err}") from None
     if not isinstance(extra, dict):
         raise SystemExit(f"--model-options must be a JSON object, got {args.model_options!r}")
-    options = {**(protocol_model_options(args.protocol, args.model) if args.protocol else {}), **extra}
+    options = {**protocol_model_options(args.protocol, args.model), **extra}  # {} without --protocol
     compile_options = dict(parse_option(text) for text in args.compile_option)
     kept = False if args.system_malloc else keep_freed_memory()
     report = {

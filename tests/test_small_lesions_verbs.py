@@ -70,3 +70,25 @@ def test_fp_uptake_refuses_a_run_missing_test_predictions_and_a_truncated_one(sm
         == []
     )
     assert failed and "DataError" in failed[0]
+
+
+def test_compare_stops_with_one_line_on_a_missing_or_empty_table_and_names_studies_it_leaves_out(
+    small_lesions, tmp_path, capsys
+):
+    cohort = tmp_path / "cohort"
+    two = PER_CASE.replace("b,0.0,0,3", "b,0.2,5,3")  # both studies lesion-positive
+    _run(cohort / "runs", "a", two, ["a", "b"])
+    _run(cohort / "runs", "b", two, ["a", "b"])
+    _run(cohort / "runs", "cut", two.split("\nb,")[0] + "\n", ["a", "b"])  # study b's row lost
+    _run(cohort / "runs", "empty", PER_CASE[:40], ["a", "b"])
+
+    def compare(a: str, b: str):
+        small_lesions.compare(type("Args", (), {"cohort": cohort, "a": [a], "b": [b]}))
+
+    for broken in ("empty", "missing"):
+        with pytest.raises(SystemExit, match=f"compare: .*runs/{broken}/eval/per_case.csv"):
+            compare(broken, "b")
+    compare("cut", "b")
+    out, err = capsys.readouterr()
+    assert json.loads(out)["studies"] == 1
+    assert "1 studies not scored by every run, left out: ['b']" in err
