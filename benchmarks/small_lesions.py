@@ -286,9 +286,15 @@ def compare(args) -> None:
     from h2aseg.benchmarking.comparison import average_over_seeds, read_study_dice
     from h2aseg.evaluation.statistics import mean_std, paired_bootstrap
 
+    def run_folder(name: str) -> Path:
+        """A run name under ``--cohort``/runs, or a run folder (a path with a separator, or no --cohort)."""
+        if args.cohort is None or "/" in name:
+            return Path(name)
+        return args.cohort / "runs" / name
+
     def study_dice(name: str) -> dict[str, float]:
         """One run's per-study Dice in percent; exit with one line naming the file it cannot use."""
-        path = args.cohort / "runs" / name / "eval" / "per_case.csv"
+        path = run_folder(name) / "eval" / "per_case.csv"
         try:
             scores = read_study_dice(path)
         except (OSError, KeyError, ValueError) as err:
@@ -362,7 +368,20 @@ def _held_out_regions(loaded, cases: dict, split: list[str], hot_suv: float, min
                     yield ct, pet, components == index + 1, is_lesion, np.round(centre).astype(int)
 
 
-def _ct_probe_run(run_dir: Path, cases: dict, hot_suv: float, min_voxels: int) -> tuple[dict, dict]:
+def _patch_start(centre: np.ndarray, patch: np.ndarray, padded_shape, keep_inside: bool) -> np.ndarray:
+    """Start of the patch centred on ``centre`` in a volume padded by ``patch`` on every side; with
+    ``keep_inside`` moved (as little as needed) so the patch lies in the unpadded volume where it fits, as
+    training crops and sliding windows do."""
+    start = centre - patch // 2
+    if not keep_inside:
+        return start
+    last_start = patch + np.maximum(np.array(padded_shape) - 3 * patch, 0)
+    return np.clip(start, patch, last_start)
+
+
+def _ct_probe_run(
+    run_dir: Path, cases: dict, hot_suv: float, min_voxels: int, keep_inside: bool = False
+) -> tuple[dict, dict]:
     """Per test lesion its Dice, per hot non-lesion region whether anything in it is called lesion; each
     with the real CT and with the patch's CT made uniform."""
     from h2aseg.inference.predictor import load_trained_model
@@ -372,7 +391,7 @@ def _ct_probe_run(run_dir: Path, cases: dict, hot_suv: float, min_voxels: int) -
     test = json.loads((run_dir / "splits.json").read_text())["test"]
     dice, hot_hit = {"real": [], "blank": []}, {"real": [], "blank": []}
     for ct, pet, region, is_lesion, centre in _held_out_regions(loaded, cases, test, hot_suv, min_voxels):
-        window = _window(centre - patch // 2, patch)
+        window = _window(_patch_start(centre, patch, ct.shape[1:], keep_inside), patch)
         inside = region[window[1:]]
         ct_patch, pet_patch = ct[window], pet[window]
         for kind, ct_in in (("real", ct_patch), ("blank", _blank(ct_patch, pet_patch))):
@@ -399,11 +418,9 @@ def _hot_probe_run(run_dir: Path, cases: dict, hot_suv: float, min_voxels: int) 
     for ct, pet, region, is_lesion, centre in _held_out_regions(loaded, cases, test, hot_suv, min_voxels):
         if is_lesion:
             continue
-        last_start = patch + np.maximum(np.array(ct.shape[1:]) - 3 * patch, 0)  # padded by ``patch`` per side
         for kind, shifts in (("centred", [(0, 0, 0)]), ("shifted", [SHIFT, tuple(-s for s in SHIFT)])):
             for shift in shifts:
-                start = np.clip(centre - patch // 2 + np.array(shift), patch, last_start)
-                window = _window(start, patch)
+                window = _window(_patch_start(centre + np.array(shift), patch, ct.shape[1:], True), patch)
                 inside = region[window[1:]]
                 pred = _predict_patch(loaded.model, ct[window], pet[window])
                 called[kind].append(float((pred & inside).sum() / max(inside.sum(), 1)))
@@ -428,7 +445,7 @@ def ct_probe(args) -> None:
         return f"{np.mean(values['real']):.2f} / {np.mean(values['blank']):.2f} (n = {len(values['real'])})"
 
     def measure(run_dir: Path) -> tuple[dict, dict]:
-        return _ct_probe_run(run_dir, cases, args.hot_suv, args.min_decoy_voxels)
+        return _ct_probe_run(run_dir, cases, args.hot_suv, args.min_decoy_voxels, args.keep_inside)
 
     for run_dir, (dice, hot_hit) in _each_run(args.runs, measure, failed):
         lines.append(f"| {run_dir} | {both(dice)} | {both(hot_hit)} |")
@@ -623,10 +640,15 @@ def main() -> None:
     p.add_argument("--cohort", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=table)
-    p = sub.add_parser("compare", help="paired per-study bootstrap of two groups of runs (seeds averaged)")
-    p.add_argument("--cohort", type=Path, required=True)
-    p.add_argument("--a", nargs="+", required=True, help="run names of group A (one network, its seeds)")
-    p.add_argument("--b", nargs="+", required=True, help="run names of group B")
+    p = sub.add_parser(
+        "compare",
+        help="paired per-study bootstrap of two groups of runs (seeds averaged)",
+        description="Each run is a name under --cohort/runs or, when it holds a '/' (or without --cohort), a "
+        "run folder with eval/per_case.csv, e.g. a benchmark's OUT/runs/ID/seedN.",
+    )
+    p.add_argument("--cohort", type=Path, default=None, help="cohort folder whose runs/ holds the named runs")
+    p.add_argument("--a", nargs="+", required=True, help="runs of group A (one network, its seeds)")
+    p.add_argument("--b", nargs="+", required=True, help="runs of group B")
     p.set_defaults(func=compare)
     for name, func, hot_suv, text in (
         ("ct-probe", ct_probe, 2.5, "lesions and decoys predicted with the real CT and a uniform one"),
@@ -640,6 +662,13 @@ def main() -> None:
         p.add_argument(
             "--min-decoy-voxels", type=int, default=8, help="smallest region in voxels (default %(default)s)"
         )
+        if name == "ct-probe":  # hot-probe always keeps its patches inside the volume
+            p.add_argument(
+                "--keep-inside",
+                action="store_true",
+                help="move each patch inside the volume, as training crops are (default: centred on the "
+                "region even where that reaches into padding, as the figures of small_lesions.md §8.1)",
+            )
         p.add_argument("runs", nargs="+", type=Path, help="run folders (model, splits.json)")
         p.set_defaults(func=func)
     p = sub.add_parser("errors", help="where the test errors lie (misses, false detections), run folders")

@@ -92,3 +92,37 @@ def test_compare_stops_with_one_line_on_a_missing_or_empty_table_and_names_studi
     out, err = capsys.readouterr()
     assert json.loads(out)["studies"] == 1
     assert "1 studies not scored by every run, left out: ['b']" in err
+
+
+def test_compare_reads_run_folders_given_by_path_as_it_reads_named_runs(small_lesions, tmp_path, capsys):
+    """A benchmark's runs (OUT/runs/ID/seedN) are compared by path, without a --cohort."""
+    other = PER_CASE.replace("a,0.5,", "a,0.3,").replace("b,0.0,0,3", "b,0.2,5,3")
+    both = PER_CASE.replace("b,0.0,0,3", "b,0.6,5,3")
+    cohort = tmp_path / "cohort"
+    _run(cohort / "runs", "a", both, ["a", "b"])
+    _run(cohort / "runs", "b", other, ["a", "b"])
+    bench = tmp_path / "bench" / "runs"
+    a_path, b_path = (
+        _run(bench / "x", "seed0", both, ["a", "b"]),
+        _run(bench / "y", "seed0", other, ["a", "b"]),
+    )
+
+    small_lesions.compare(type("Args", (), {"cohort": cohort, "a": ["a"], "b": ["b"]}))
+    by_name = json.loads(capsys.readouterr().out)
+    small_lesions.compare(type("Args", (), {"cohort": None, "a": [str(a_path)], "b": [str(b_path)]}))
+    by_path = json.loads(capsys.readouterr().out)
+    assert by_name["studies"] == by_path["studies"] == 2
+    assert by_name["difference_A_minus_B"] == by_path["difference_A_minus_B"] == 30.0  # (20 + 40) / 2
+    assert by_path["A"]["runs"] == [str(a_path)]
+
+
+def test_probe_patches_are_moved_inside_the_volume_only_when_asked(small_lesions):
+    import numpy as np
+
+    patch = np.array([8, 8, 8])
+    padded = (8 + 20 + 8, 8 + 8 + 8, 8 + 4 + 8)  # a 20 x 8 x 4 volume padded by one patch per side
+    centre = np.array([9, 20, 14])  # near the low border on axis 0, inside on 1, a small axis 2
+    assert small_lesions._patch_start(centre, patch, padded, False).tolist() == [5, 16, 10]
+    # axis 0 moved up to the volume's first voxel (8), axis 1 to where the patch ends at the volume's
+    # end, axis 2 (shorter than a patch) starts at the volume's first voxel
+    assert small_lesions._patch_start(centre, patch, padded, True).tolist() == [8, 8, 8]

@@ -23,9 +23,38 @@ fusion convolutions run as one grouped convolution (groups = 2: CT's then PET's)
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: Head widths below this are zero-padded up to it before the fused CPU attention kernel (AVX-512 only).
+PADDED_HEAD_WIDTH = 16
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> torch.Tensor:
+    """softmax(q kᵀ / √C) v over (B, heads, N, C) tensors, C the true head width.
+
+    On an AVX-512 CPU PyTorch's flash-attention kernel runs a head of 4 or 8 channels slower than one of 16
+    (forward + backward at 32 windows × 4 heads × 256 tokens: 60 ms at C = 8 against 41 ms padded to 16,
+    ``benchmarks/results/speed_cpu.md``), so narrow heads are zero-padded to 16 channels there. Zero columns
+    add nothing to q kᵀ, the scale stays 1/√C, and the padded output columns (weighted sums of zeros) are
+    cut off: the same attention to rounding. Elsewhere (AVX2 CPUs, GPUs: not measured) it runs unpadded.
+    """
+    c = q.shape[-1]
+    if c < PADDED_HEAD_WIDTH and q.device.type == "cpu" and _cpu_has_avx512():
+        pad = (0, PADDED_HEAD_WIDTH - c)
+        out = F.scaled_dot_product_attention(
+            F.pad(q, pad), F.pad(k, pad), F.pad(v, pad), dropout_p=dropout, scale=c**-0.5
+        )
+        return out[..., :c]
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+
+
+@functools.cache
+def _cpu_has_avx512() -> bool:
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 class BDSA(nn.Module):
@@ -71,7 +100,7 @@ class BDSA(nn.Module):
         k = torch.stack((pet_b[4], ct_b[1], ct_b[4], pet_b[1]), dim=1)
         v = torch.stack((pet_b[5], ct_b[2], ct_b[5], pet_b[2]), dim=1)
         dropout = self.attention_dropout if self.training else 0.0
-        attended = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+        attended = attention(q, k, v, dropout)
         # Back to (B, 4C, h, w, d) in head order: [A_s, A_t] for CT, then [A_s, A_t] for PET.
         attended = attended.transpose(-1, -2).reshape(b, 4 * c, h, w, d)
         fused = self.fuse(attended)
