@@ -17,7 +17,7 @@ Implementation: each modality has one 1×1×1 projection to 6C channels, laid ou
     proj_pet(E_pet) = [Q_t, K_t, V_t, Q_s | unit PET<-CT ;  K_s, V_s | unit CT<-PET]
 
 (each block C channels, in this order), and the four attentions (cross and intra for each target) run as
-four heads of one ``scaled_dot_product_attention`` call, whose default scale is 1/√C. The two 3×3×3
+four heads of one ``scaled_dot_product_attention`` call with scale 1/√C (:func:`attention`). The two 3×3×3
 fusion convolutions run as one grouped convolution (groups = 2: CT's then PET's).
 """
 
@@ -37,10 +37,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float)
     """softmax(q kᵀ / √C) v over (B, heads, N, C) tensors, C the true head width.
 
     On an AVX-512 CPU PyTorch's flash-attention kernel runs a head of 4 or 8 channels slower than one of 16
-    (forward + backward at 32 windows × 4 heads × 256 tokens: 60 ms at C = 8 against 41 ms padded to 16,
-    ``benchmarks/results/speed_cpu.md``), so narrow heads are zero-padded to 16 channels there. Zero columns
-    add nothing to q kᵀ, the scale stays 1/√C, and the padded output columns (weighted sums of zeros) are
-    cut off: the same attention to rounding. Elsewhere (AVX2 CPUs, GPUs: not measured) it runs unpadded.
+    (forward + backward at 32 windows × 4 heads × 256 tokens: 58 ms at C = 8 against 39 ms padded to 16;
+    5.6 % of a cpu-recipe H2ASeg step, ``benchmarks/results/speed_cpu.md``), so narrow heads are zero-padded
+    to 16 channels there. Zero columns add nothing to q kᵀ, the scale stays 1/√C, and the padded output
+    columns (weighted sums of zeros) are cut off: the same attention to rounding. Elsewhere (AVX2 CPUs,
+    GPUs: not measured) it runs unpadded.
     """
     c = q.shape[-1]
     if c < PADDED_HEAD_WIDTH and q.device.type == "cpu" and _cpu_has_avx512():
