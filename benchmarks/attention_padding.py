@@ -50,7 +50,7 @@ def training_steps(rounds: int, warmup: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {"padded": [], "unpadded": []}
     for round_index in range(warmup + rounds):
         for setting in ("padded", "unpadded"):
-            bdsa._cpu_has_avx512 = (lambda: True) if setting == "padded" else (lambda: False)
+            bdsa.AVX512_CPU = setting == "padded"
             start = time.perf_counter()
             loss = loss_fn(model(ct, pet), label)
             optimizer.zero_grad(set_to_none=True)

@@ -23,14 +23,15 @@ fusion convolutions run as one grouped convolution (groups = 2: CT's then PET's)
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 #: Head widths below this are zero-padded up to it before the fused CPU attention kernel (AVX-512 only).
 PADDED_HEAD_WIDTH = 16
+#: Whether PyTorch runs its AVX-512 CPU kernels here; read once at import (a constant to torch.compile, where
+#: calling the capability query inside the network would break the graph).
+AVX512_CPU = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> torch.Tensor:
@@ -44,18 +45,13 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float)
     GPUs: not measured) it runs unpadded.
     """
     c = q.shape[-1]
-    if c < PADDED_HEAD_WIDTH and q.device.type == "cpu" and _cpu_has_avx512():
+    if c < PADDED_HEAD_WIDTH and q.device.type == "cpu" and AVX512_CPU:
         pad = (0, PADDED_HEAD_WIDTH - c)
         out = F.scaled_dot_product_attention(
             F.pad(q, pad), F.pad(k, pad), F.pad(v, pad), dropout_p=dropout, scale=c**-0.5
         )
         return out[..., :c]
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-
-
-@functools.cache
-def _cpu_has_avx512() -> bool:
-    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 class BDSA(nn.Module):
