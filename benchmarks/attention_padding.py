@@ -16,46 +16,33 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
+from speed import training_step  # benchmarks/speed.py: the network as `h2aseg train` steps it
 
 from h2aseg.models import bdsa
-from h2aseg.models.registry import build_model, model_options_for
-from h2aseg.training.losses import DeepSupervisionLoss
 from h2aseg.training.protocols import protocol_model_options
-from h2aseg.training.trainer import build_optimizer
 
 PATCH = (32, 32, 32)
 
 
 def attention_step(padded: bool, shape=(32, 4, 256, 8)) -> float:
-    """Seconds for one forward + backward of the attention at ``shape`` (B, heads, N, C)."""
+    """Seconds for one forward + backward of ``bdsa.attention`` at ``shape`` (B, heads, N, C)."""
     q, k, v = (torch.randn(*shape, requires_grad=True) for _ in range(3))
+    bdsa.AVX512_CPU = padded
     start = time.perf_counter()
-    out = bdsa.attention(q, k, v, 0.0) if padded else F.scaled_dot_product_attention(q, k, v)
-    out.sum().backward()
+    bdsa.attention(q, k, v, 0.0).sum().backward()
     return time.perf_counter() - start
 
 
 def training_steps(rounds: int, warmup: int) -> dict[str, list[float]]:
     """Per padding setting, the seconds of each timed H2ASeg training step (32³, batch 2, channels-last)."""
-    torch.manual_seed(0)
-    model = build_model(
-        "h2aseg", **model_options_for("h2aseg", protocol_model_options("cpu", "h2aseg"), PATCH)
-    )
-    model = model.train().to(memory_format=torch.channels_last_3d)
-    optimizer = build_optimizer(model, lr=1e-4, weight_decay=1e-5)
-    loss_fn = DeepSupervisionLoss(1)
-    ct, pet = (torch.randn(2, 1, *PATCH).contiguous(memory_format=torch.channels_last_3d) for _ in range(2))
-    label = (torch.rand(2, 1, *PATCH) > 0.95).float()
+    options = protocol_model_options("cpu", "h2aseg")
+    _, step = training_step("h2aseg", PATCH, 2, "cpu", channels_last=True, options=options)
     times: dict[str, list[float]] = {"padded": [], "unpadded": []}
     for round_index in range(warmup + rounds):
         for setting in ("padded", "unpadded"):
             bdsa.AVX512_CPU = setting == "padded"
             start = time.perf_counter()
-            loss = loss_fn(model(ct, pet), label)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            step()
             if round_index >= warmup:
                 times[setting].append(time.perf_counter() - start)
     return times
@@ -71,11 +58,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first (default %(default)s)")
     args = parser.parse_args()
     capability = torch.backends.cpu.get_cpu_capability()
-    attention = {
-        setting: 1000 * statistics.median(attention_step(setting == "padded") for _ in range(args.rounds))
-        for setting in ("unpadded", "padded")
-    }
-    steps = training_steps(args.rounds, args.warmup)
+    detected = bdsa.AVX512_CPU
+    try:  # both settings forced on whatever CPU this is, then the detected one restored
+        attention = {
+            setting: 1000 * statistics.median(attention_step(setting == "padded") for _ in range(args.rounds))
+            for setting in ("unpadded", "padded")
+        }
+        steps = training_steps(args.rounds, args.warmup)
+    finally:
+        bdsa.AVX512_CPU = detected
     step_ms = {setting: 1000 * statistics.median(values) for setting, values in steps.items()}
     print(
         json.dumps(

@@ -316,10 +316,9 @@ def compare(args) -> None:
             "per_study": average_over_seeds(runs),
         }
     common = sorted(set(groups["A"]["per_study"]) & set(groups["B"]["per_study"]))
+    # a run evaluated on fewer studies (a truncated table): say so rather than pair fewer silently
     left_out = set.union(*studied) - set(common)
-    if (
-        left_out
-    ):  # a run evaluated on fewer studies (a truncated table): say so rather than pair fewer silently
+    if left_out:
         print(
             f"compare: {len(left_out)} studies not scored by every run, left out: {sorted(left_out)[:5]}",
             file=sys.stderr,
@@ -610,7 +609,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    sub = parser.add_subparsers(required=True)
+    sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("cohort")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seed", type=int, default=11)
@@ -682,7 +681,12 @@ def main() -> None:
     args = parser.parse_args()
     if getattr(args, "train_args", None) and args.train_args[0] == "--":
         args.train_args = args.train_args[1:]
-    args.func(args)
+    from h2aseg.errors import H2ASegError
+
+    try:
+        args.func(args)
+    except H2ASegError as err:  # e.g. --data that is not a dataset folder: one line, not a traceback
+        raise SystemExit(f"small_lesions.py {args.command}: {err}") from None
 
 
 if __name__ == "__main__":

@@ -34,19 +34,18 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def time_steps(
+def training_step(
     name: str,
     patch: tuple[int, int, int],
     batch: int,
-    warmup: int,
-    repeats: int,
     device: str,
     channels_last: bool = False,
     compile_backend: str = "",
     compile_options: dict | None = None,
     options: dict | None = None,
-    profile_rows: int = 0,
-) -> dict:
+):
+    """(model, step): a registered network as ``h2aseg train`` steps it (fused Adam, the Eq. 5 loss) and a
+    function running one forward + backward + optimizer step on a fixed random batch of ``batch`` patches."""
     torch.manual_seed(0)
     model = build_model(name, **model_options_for(name, options or {}, patch)).to(device).train()
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
@@ -61,12 +60,8 @@ def time_steps(
     ct = torch.randn(batch, 1, *patch, device=device).contiguous(memory_format=layout)
     pet = torch.randn(batch, 1, *patch, device=device).contiguous(memory_format=layout)
     label = (torch.rand(batch, 1, *patch, device=device) > 0.9).float()
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    rss_before = peak_rss_mib()
-    times, first_step_s = [], None
 
-    def train_step() -> None:
+    def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(network(ct, pet), label)
         loss.backward()
@@ -74,6 +69,29 @@ def time_steps(
         if device == "cuda":
             torch.cuda.synchronize()
 
+    return model, step
+
+
+def time_steps(
+    name: str,
+    patch: tuple[int, int, int],
+    batch: int,
+    warmup: int,
+    repeats: int,
+    device: str,
+    channels_last: bool = False,
+    compile_backend: str = "",
+    compile_options: dict | None = None,
+    options: dict | None = None,
+    profile_rows: int = 0,
+) -> dict:
+    model, train_step = training_step(
+        name, patch, batch, device, channels_last, compile_backend, compile_options, options
+    )
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    rss_before = peak_rss_mib()
+    times, first_step_s = [], None
     for step in range(warmup + repeats):
         if device == "cuda":
             torch.cuda.synchronize()

@@ -14,7 +14,15 @@ def test_padded_attention_equals_unpadded_attention(monkeypatch):
     expected = F.scaled_dot_product_attention(q, k, v)
     grads = torch.autograd.grad(expected.square().sum(), (q, k, v))
     monkeypatch.setattr(bdsa, "AVX512_CPU", True)
+    widths = []  # head widths the attention kernel is called with: the padded path must have run
+    kernel = F.scaled_dot_product_attention
+    monkeypatch.setattr(
+        bdsa.F,
+        "scaled_dot_product_attention",
+        lambda q, *a, **kw: widths.append(q.shape[-1]) or kernel(q, *a, **kw),
+    )
     padded = bdsa.attention(q, k, v, 0.0)
+    assert widths == [bdsa.PADDED_HEAD_WIDTH]
     assert padded.shape == expected.shape
     torch.testing.assert_close(padded, expected, rtol=1e-5, atol=1e-6)
     for got, want in zip(torch.autograd.grad(padded.square().sum(), (q, k, v)), grads):

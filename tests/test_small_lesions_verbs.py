@@ -126,3 +126,18 @@ def test_probe_patches_are_moved_inside_the_volume_only_when_asked(small_lesions
     # axis 0 moved up to the volume's first voxel (8), axis 1 to where the patch ends at the volume's
     # end, axis 2 (shorter than a patch) starts at the volume's first voxel
     assert small_lesions._patch_start(centre, patch, padded, True).tolist() == [8, 8, 8]
+
+
+def test_a_verb_given_a_missing_data_folder_stops_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "ct-probe", "--data", str(tmp_path / "nowhere"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"small_lesions.py ct-probe: {tmp_path / 'nowhere'}: dataset folder not found; check the path"
+    ]
